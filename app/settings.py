@@ -1,0 +1,78 @@
+"""The one typed settings class (env prefix TRAINSERVE_), validated at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINSERVE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Path(".trainserve")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; SQLite in data_dir if unset"
+    )
+    broker_url: str | None = Field(None, description="Celery broker; files in data_dir if unset")
+    api_keys: str = Field("", description="comma-separated accepted API keys")
+    allow_downloads: bool = False
+    log_level: str = "INFO"
+
+    # Limits: a request over one gets a 413 or 422 naming it.
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    max_predict_samples: int = Field(1024, ge=1)
+    max_epochs: int = Field(10_000, ge=1)
+    max_batch_size: int = Field(65_536, ge=1)
+    max_queued_jobs: int = Field(100, ge=1, description="queued jobs allowed at once")
+    max_job_seconds: int = Field(6 * 3600, ge=10, description="longest a job may run")
+
+    # Workers and inference.
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    checkpoint_every: int = Field(1, ge=1, description="epochs between training checkpoints")
+    model_cache_models: int = Field(8, ge=1)
+    model_cache_bytes: int = Field(1024**3, ge=1024)
+    inference_threads: int = Field(2, ge=1, le=64)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def keys(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'trainserve.db'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.data_dir / "weights"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

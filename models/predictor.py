@@ -1,0 +1,85 @@
+"""Inference on raw inputs: validate -> standardise -> model -> original units or classes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.checkpoint import ModelCard, deserialize_model
+from models.preprocessing import Standardizer
+
+
+class InputError(ValueError):
+    """Prediction inputs that do not fit the model; the message names the sample."""
+
+
+@dataclass
+class Prediction:
+    predictions: list[Any]  # regression: values (a number per target); classification: indices
+    probabilities: list[list[float]] | None = None
+
+
+def check_inputs(inputs: Any, input_shape: tuple[int, ...], max_samples: int) -> np.ndarray:
+    """Raw samples (nested lists) -> float32 (N, *input_shape); InputError names a bad sample.
+
+    A sample may also be given flat, with as many numbers as the shape holds.
+    """
+    expected = "x".join(map(str, input_shape))
+    size = math.prod(input_shape)
+    if not isinstance(inputs, list | tuple) or not inputs:
+        raise InputError(f"inputs must be a non-empty list of samples, each of shape {expected}")
+    if len(inputs) > max_samples:
+        raise InputError(f"too many samples: {len(inputs)} > the limit of {max_samples}")
+    out = np.empty((len(inputs), *input_shape), dtype=np.float32)
+    for i, sample in enumerate(inputs):
+        try:
+            array = np.asarray(sample, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise InputError(
+                f"sample {i} is not a rectangular list of numbers; expected shape {expected}"
+            ) from None
+        if array.shape != input_shape and array.shape != (size,):
+            got = "x".join(map(str, array.shape)) or "a single number"
+            raise InputError(f"sample {i} has shape {got}; expected {expected}")
+        if not np.isfinite(array).all():
+            raise InputError(f"sample {i} holds NaN or infinity; only finite numbers are accepted")
+        if np.abs(array).max(initial=0.0) > np.finfo(np.float32).max:
+            raise InputError(f"sample {i} holds a number too large for float32")
+        out[i] = array.reshape(input_shape)
+    return out
+
+
+class Predictor:
+    """A loaded model ready to answer: built once, in eval mode, used under inference_mode."""
+
+    def __init__(self, model: torch.nn.Module, card: ModelCard) -> None:
+        self.model = model.eval()
+        self.card = card
+        self.input_shape = tuple(card.input_shape)
+        self._inputs = Standardizer.from_dict(card.input_stats)
+        self._targets = Standardizer.from_dict(card.target_stats) if card.target_stats else None
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Predictor:
+        return cls(*deserialize_model(data))
+
+    def predict(self, samples: np.ndarray) -> Prediction:
+        """`samples` as returned by `check_inputs`, in the original units of the dataset."""
+        with torch.inference_mode():
+            x = self._inputs.transform(torch.from_numpy(samples))
+            out = self.model(x).float()
+        if self.card.task == "classification":
+            if self.card.loss == "bce_with_logits":
+                probs = torch.sigmoid(out)
+                probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
+            else:
+                probs = torch.softmax(out, dim=1)
+            return Prediction(probs.argmax(dim=1).tolist(), probs.tolist())
+        if self._targets is not None:
+            out = self._targets.inverse_transform(out)
+        values = out.tolist()
+        return Prediction([row[0] if len(row) == 1 else row for row in values])

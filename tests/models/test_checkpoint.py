@@ -1,0 +1,142 @@
+"""The weights format: safetensors + model card, never unpickled."""
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoint import deserialize_model, read_card, serialize_model
+from models.datasets import load_dataset
+from models.errors import CheckpointError
+from models.predictor import InputError, Predictor, check_inputs
+from models.training import OptimizerConfig, TrainingConfig, run_training
+
+
+@pytest.fixture(scope="module")
+def boston_result():
+    config = TrainingConfig(
+        "house_prices_mlp",
+        "boston_housing",
+        optimizer=OptimizerConfig("adam", 0.01),
+        epochs=20,
+        device="cpu",
+    )
+    return run_training(config)
+
+
+@pytest.fixture(scope="module")
+def digits_result():
+    config = TrainingConfig("mlp", "digits28", epochs=2, device="cpu")
+    return run_training(config)
+
+
+def test_round_trip_gives_identical_predictions(boston_result):
+    raw = load_dataset("boston_housing").X[:20].numpy()
+    before = Predictor(boston_result.model, boston_result.card).predict(raw)
+    after = Predictor.from_bytes(boston_result.weights()).predict(raw)
+    assert before.predictions == after.predictions
+    assert after.probabilities is None
+
+
+def test_card_holds_what_rebuilds_the_model(boston_result):
+    card = read_card(boston_result.weights())
+    assert card.architecture == "house_prices_mlp"
+    assert card.architecture_params == {"hidden_size": 13}
+    assert card.input_shape == [13]
+    assert card.task == "regression"
+    assert card.feature_names[0] == "CRIM"
+    assert set(card.versions) == {"torch", "torchvision", "trainserve"}
+    module, _ = deserialize_model(boston_result.weights())
+    for (name, a), (_, b) in zip(
+        module.state_dict().items(), boston_result.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_predictions_are_in_original_units(boston_result):
+    data = load_dataset("boston_housing")
+    predicted = Predictor.from_bytes(boston_result.weights()).predict(data.X.numpy()).predictions
+    assert 15 < np.mean(predicted) < 30  # MEDV in $1000s, mean 22.5
+    assert np.sqrt(np.mean((np.array(predicted) - data.y[:, 0].numpy()) ** 2)) < 6
+
+
+def test_classifier_returns_classes_and_probabilities(digits_result):
+    data = load_dataset("digits28")
+    result = Predictor.from_bytes(digits_result.weights()).predict(data.X[:8].numpy())
+    assert len(result.predictions) == 8
+    assert all(0 <= p <= 9 for p in result.predictions)
+    probs = np.array(result.probabilities)
+    assert probs.shape == (8, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert list(probs.argmax(axis=1)) == result.predictions
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not safetensors at all",
+        pickle.dumps({"weight": [1.0, 2.0]}),
+        (2**40).to_bytes(8, "little") + b"{}",
+    ],
+)
+def test_non_safetensors_bytes_are_refused(data):
+    with pytest.raises(CheckpointError):
+        deserialize_model(data)
+
+
+def test_a_torch_save_file_is_refused_without_unpickling(monkeypatch, boston_result):
+    buffer = io.BytesIO()
+    torch.save(boston_result.model.state_dict(), buffer)
+
+    def forbidden(*_a, **_k):
+        raise AssertionError("unpickling attempted")
+
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "Unpickler", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    with pytest.raises(CheckpointError):
+        deserialize_model(buffer.getvalue())
+
+
+def test_safetensors_without_a_card_is_refused():
+    from safetensors.torch import save
+
+    with pytest.raises(CheckpointError, match="trainserve"):
+        deserialize_model(save({"w": torch.zeros(2)}))
+
+
+def test_truncated_weights_are_refused(boston_result):
+    data = boston_result.weights()
+    with pytest.raises(CheckpointError):
+        deserialize_model(data[: len(data) - 10])
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([], "non-empty"),
+        ("abc", "non-empty"),
+        ([[1.0] * 13, [1.0] * 12], "sample 1 has shape 12; expected 13"),
+        ([[1.0] * 12 + [float("nan")]], "sample 0 holds NaN"),
+        ([[1.0] * 12 + [float("inf")]], "sample 0 holds NaN or infinity"),
+        ([[1.0] * 13, [[1.0], 2.0]], "sample 1 is not a rectangular"),
+        ([[1.0] * 12 + ["x"]], "sample 0 is not a rectangular"),
+        ([[1e300] * 13], "too large"),
+        ([[1.0] * 13] * 5, "too many samples: 5 > the limit of 4"),
+    ],
+)
+def test_bad_inputs_name_the_sample(inputs, message):
+    with pytest.raises(InputError, match=message):
+        check_inputs(inputs, (13,), max_samples=4)
+
+
+def test_images_may_come_nested_or_flat():
+    nested = np.random.default_rng(0).random((2, 1, 28, 28)).tolist()
+    flat = [np.array(s).ravel().tolist() for s in nested]
+    np.testing.assert_array_equal(
+        check_inputs(nested, (1, 28, 28), 10), check_inputs(flat, (1, 28, 28), 10)
+    )

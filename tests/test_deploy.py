@@ -1,0 +1,158 @@
+"""The deployment files: docker-compose.yml (as `docker-compose config` resolves it) and Dockerfile.
+
+No Docker daemon is needed: `docker-compose config` only validates and interpolates the file.
+"""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SECRETS = {
+    "REDIS_PASSWORD": "redis-secret",
+    "POSTGRES_PASSWORD": "postgres-secret",
+    "TRAINSERVE_API_KEYS": "key-one,key-two",
+}
+
+
+def compose_config(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail("docker-compose is not installed: run `make test`, which installs it")
+    empty = tmp_path / "empty.env"  # so that a developer's .env cannot fill in the secrets
+    empty.write_text("")
+    cmd = [exe, "-f", str(REPO / "docker-compose.yml"), "--env-file", str(empty), "config"]
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    return subprocess.run(cmd, env=base | env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory) -> dict:
+    result = compose_config(tmp_path_factory.mktemp("compose"), SECRETS)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    config["services"]["_volumes"] = config.get("volumes") or {}
+    return config["services"]
+
+
+def argv(command: str | list[str]) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+def mounts(service: dict) -> dict[str, str]:
+    """{target: source} of a service's volumes, short or long syntax."""
+    out = {}
+    for v in service.get("volumes", []):
+        if isinstance(v, str):
+            source, target = v.split(":")[:2]
+        else:
+            source, target = v.get("source"), v["target"]
+        out[target] = source
+    return out
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_run_without_a_secret(tmp_path, missing):
+    env = {k: v for k, v in SECRETS.items() if k != missing}
+    result = compose_config(tmp_path, env)
+    assert result.returncode != 0
+    assert f"set {missing}" in result.stderr
+
+
+def test_worker_reserves_a_gpu(services):
+    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+
+
+def test_redis_is_persistent_and_needs_the_password(services):
+    command = argv(services["redis"]["command"])
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--requirepass") + 1] == SECRETS["REDIS_PASSWORD"]
+    assert "/data" in mounts(services["redis"])
+    assert "/var/lib/postgresql/data" in mounts(services["postgres"])
+
+
+def test_api_and_worker_reach_redis_and_postgres_with_the_secrets(services):
+    for name in ("api", "worker"):
+        env = services[name]["environment"]
+        assert env["TRAINSERVE_BROKER_URL"] == f"redis://:{SECRETS['REDIS_PASSWORD']}@redis:6379/0"
+        db = env["TRAINSERVE_DATABASE_URL"]
+        assert db.startswith("postgresql+psycopg://") and f":{SECRETS['POSTGRES_PASSWORD']}@" in db
+    assert services["api"]["environment"]["TRAINSERVE_API_KEYS"] == SECRETS["TRAINSERVE_API_KEYS"]
+
+
+def test_every_service_is_health_checked_and_waits_for_healthy_dependencies(services):
+    names = [n for n in services if n != "_volumes"]
+    assert {"api", "worker", "redis", "postgres"} <= set(names)
+    for name in names:
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for dep, spec in services[name].get("depends_on", {}).items():
+            assert spec == {"condition": "service_healthy"}, f"{name} -> {dep}"
+    assert {"redis", "postgres"} <= set(services["api"]["depends_on"])
+    assert {"redis", "postgres"} <= set(services["worker"]["depends_on"])
+
+
+def test_api_and_worker_share_a_named_volume_at_the_data_dir(services):
+    api, worker = services["api"], services["worker"]
+    data_dir = api["environment"]["TRAINSERVE_DATA_DIR"]
+    assert worker["environment"]["TRAINSERVE_DATA_DIR"] == data_dir
+    source = mounts(api).get(data_dir)
+    assert source in services["_volumes"], f"{data_dir} is not a named volume in api"
+    assert mounts(worker).get(data_dir) == source
+
+
+@pytest.mark.parametrize(
+    ("service", "subcommand"), [("api", "api"), ("worker", "worker")], ids=["api", "worker"]
+)
+def test_services_run_real_cli_commands(services, service, subcommand):
+    from app.cli import build_parser
+
+    command = argv(services[service]["command"])
+    assert command[0] == "trainserve"
+    args = build_parser().parse_args(command[1:])
+    assert args.command == subcommand
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """{stage name: [(INSTRUCTION, arguments), ...]}, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, rest = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM":
+            match = re.search(r"\bAS\s+(\S+)", rest, re.IGNORECASE)
+            current = stages.setdefault(match.group(1) if match else f"#{len(stages)}", [])
+        current.append((instruction, rest.strip()))
+    return stages
+
+
+@pytest.mark.parametrize("target", ["api", "worker"])
+def test_dockerfile_target(target):
+    stages = dockerfile_stages()
+    assert target in stages, f"no `FROM ... AS {target}` in Dockerfile"
+    steps = stages[target]
+    users = [rest for instruction, rest in steps if instruction == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "runs as root"
+    assert any(instruction == "HEALTHCHECK" for instruction, _ in steps)
+
+    copies = [rest.split() for instruction, rest in steps if instruction == "COPY"]
+    sources = [src for *srcs, _dest in copies for src in srcs if not src.startswith("--")]
+    for src in sources:
+        assert (REPO / src).exists(), f"COPY {src}: no such file in the repository"
+    assert sources.index("pyproject.toml") < min(
+        sources.index(src) for src in ("app/", "workers/", "models/")
+    ), "copy pyproject.toml and install dependencies before copying the source"

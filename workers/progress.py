@@ -1,0 +1,66 @@
+"""Trainer callbacks that connect a running job to the job store."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from app.store import JobStore
+from models.callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):
+    """Raised inside the task when the job was cancelled while running."""
+
+
+class StoreProgress(Callback):
+    """Writes progress and every evaluation to the store and stops the fit on a cancel.
+
+    Progress is written at most every `min_interval` seconds (each write also answers whether
+    a cancel was asked), and always on an evaluation, so tiny epochs do not hammer the store.
+    """
+
+    def __init__(self, store: JobStore, job_id: str, lease: int, min_interval: float = 0.5):
+        self.store, self.job_id, self.lease = store, job_id, lease
+        self.min_interval = min_interval
+        self.cancelled = False
+        self._last_write = 0.0
+
+    def on_epoch_end(self, trainer, epoch: int, train_loss: float) -> None:
+        now = time.monotonic()
+        if now - self._last_write >= self.min_interval:
+            self._last_write = now
+            if self.store.heartbeat(self.job_id, self.lease, epoch=epoch):
+                self.cancelled = True
+                trainer.should_stop = True
+
+    def on_evaluate(self, trainer, row: dict) -> None:
+        self.store.record_evaluation(self.job_id, self.lease, row)
+
+
+class Heartbeat:
+    """Refreshes the job's heartbeat from a thread, so a long epoch does not look like a crash."""
+
+    def __init__(self, store: JobStore, job_id: str, lease: int, interval: float) -> None:
+        self.store, self.job_id, self.lease, self.interval = store, job_id, lease, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.store.heartbeat(self.job_id, self.lease)
+            except Exception as exc:  # lease lost or store down: the training thread finds out
+                log.warning("heartbeat for job %s failed: %s", self.job_id, exc)
+                return

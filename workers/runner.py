@@ -1,0 +1,109 @@
+"""Run one job: claim it, train it with store callbacks, publish the weights, record the end."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+
+import torch
+
+from app.errors import LeaseLost
+from app.services import Services
+from models.callbacks import Checkpointing, latest_checkpoint
+from models.errors import CatalogueError, DataFormatError, DatasetUnavailableError
+from models.training import TrainingConfig, TrainingResult, run_training
+from models.uploads import parse_npz
+from workers.progress import Heartbeat, StoreProgress
+
+log = logging.getLogger(__name__)
+
+USER_ERRORS = (CatalogueError, DataFormatError, DatasetUnavailableError)
+
+
+def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
+    """Train job `job_id` if it is queued; returns the status it ended with (or 'skipped')."""
+    store, settings = services.store, services.settings
+    lease = store.claim(job_id, worker or socket.gethostname())
+    if lease is None:
+        log.info("job %s is not queued (already running, ended or unknown): skipped", job_id)
+        return "skipped"
+    job = store.get_job(job_id)
+    log.info(
+        "job %s: training %s on %s (attempt %d)",
+        job_id,
+        job.architecture,
+        job.dataset,
+        job.attempts,
+    )
+    config = TrainingConfig.from_dict(job.request)
+    checkpoints = services.checkpoint_dir(job_id)
+    progress = StoreProgress(store, job_id, lease)
+    callbacks = [progress, Checkpointing(checkpoints, every=settings.checkpoint_every, keep=2)]
+    try:
+        with Heartbeat(store, job_id, lease, settings.heartbeat_seconds):
+            result = run_training(
+                config,
+                data_dir=settings.data_dir,
+                allow_download=settings.allow_downloads,
+                dataset=_uploaded_dataset(services, config.dataset),
+                callbacks=callbacks,
+                resume_from=latest_checkpoint(checkpoints),
+            )
+    except LeaseLost:
+        log.warning("job %s: lease %d lost to another claim; stopping", job_id, lease)
+        return "lost"
+    except USER_ERRORS as exc:
+        return _fail(services, job_id, lease, str(exc))
+    except torch.cuda.OutOfMemoryError:
+        return _fail(
+            services,
+            job_id,
+            lease,
+            "ran out of GPU memory; lower batch_size or choose a smaller architecture",
+        )
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        return _fail(services, job_id, lease, f"training failed: {type(exc).__name__}: {exc}")
+
+    if progress.cancelled:
+        store.finish(job_id, lease, "cancelled")
+        status = "cancelled"
+    else:
+        version = _publish(services, job_id, lease, job.model_name, result)
+        log.info(
+            "job %s: published %s v%d %s", job_id, job.model_name, version, result.final_metrics
+        )
+        status = "succeeded"
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return status
+
+
+def _uploaded_dataset(services: Services, name: str):
+    if services.store.get_dataset(name) is None:
+        return None
+    return parse_npz(services.dataset_path(name).read_bytes())
+
+
+def _publish(
+    services: Services, job_id: str, lease: int, model_name: str, result: TrainingResult
+) -> int:
+    data = result.weights()
+    card = result.card
+    fields = {
+        "model_name": model_name,
+        "task": card.task,
+        "architecture": card.architecture,
+        "input_shape": card.input_shape,
+        "classes": card.classes,
+        "metrics": result.final_metrics,
+    }
+    return services.store.publish_version(
+        job_id, lease, fields, lambda version: services.weights.put(model_name, version, data)
+    )
+
+
+def _fail(services: Services, job_id: str, lease: int, error: str) -> str:
+    services.store.finish(job_id, lease, "failed", error=error)
+    shutil.rmtree(services.checkpoint_dir(job_id), ignore_errors=True)
+    return "failed"

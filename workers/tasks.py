@@ -1,0 +1,21 @@
+"""Celery tasks: thin wrappers that take a job id and hand it to the runner."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from app.services import Services, build_services
+from app.settings import get_settings
+from workers.celery_app import TRAIN_TASK, celery_app
+from workers.runner import run_job
+
+
+@lru_cache
+def worker_services() -> Services:
+    """Built once per worker process, on its first task."""
+    return build_services(get_settings())
+
+
+@celery_app.task(name=TRAIN_TASK)
+def train_job(job_id: str) -> str:
+    return run_job(job_id, worker_services(), worker=train_job.request.hostname)
