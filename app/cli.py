@@ -136,15 +136,17 @@ def _check_exposure(settings) -> None:
 
 
 def _announce(settings) -> None:
-    from app.auth import load_or_create_api_keys
+    from app.auth import key_file, load_or_create_api_keys
 
     _keys, generated = load_or_create_api_keys(settings)
     url = f"http://{settings.host}:{settings.port}"
     _echo(f"trainserve API on {url}  (docs: {url}/docs)")
     if generated:
-        _echo(f"API key (kept in {settings.data_dir / 'api_key'}): {generated}")
-    else:
+        _echo(f"API key (generated, kept in {key_file(settings)}): {generated}")
+    elif settings.keys:
         _echo("API keys: from TRAINSERVE_API_KEYS")
+    else:
+        _echo(f"API key: in {key_file(settings)}")
 
 
 def api(_args: argparse.Namespace) -> int:
@@ -166,11 +168,19 @@ def api(_args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
+    from app.settings import get_settings
     from workers.celery_app import celery_app
 
+    get_settings().make_dirs()
+
+    # solo / threads pools run jobs inside this process, so a SIGTERM reaches the running job
+    # (it checkpoints and goes back to the queue); a crash of a job takes the worker with it,
+    # and the reaper re-sends the job.
+    pool = "solo" if args.concurrency == 1 else "threads"
     celery_app.worker_main(
         [
             "worker",
+            f"--pool={pool}",
             f"--concurrency={args.concurrency}",
             f"--queues={args.queues}",
             "--loglevel=INFO",
@@ -189,11 +199,25 @@ def serve(_args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _check_exposure(settings)
     child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=os.environ.copy())
+    # uvicorn shuts down cleanly on SIGINT/SIGTERM, then re-raises the signal to the handler
+    # that was installed before it: ours, which unwinds to the `finally` that stops the worker.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_stop)
     try:
-        api(_args)  # uvicorn turns SIGINT and SIGTERM into a clean shutdown, then returns
+        api(_args)
+    except _Stop:
+        pass
     finally:
         _stop(child)
     return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(_signum, _frame) -> None:
+    raise _Stop
 
 
 def _stop(child: subprocess.Popen, timeout: float = 30.0) -> None:

@@ -50,6 +50,7 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None]
+    enqueued_at: Mapped[datetime | None]  # last time its id was sent to the queue
     attempts: Mapped[int] = mapped_column(default=0)
     lease: Mapped[int] = mapped_column(default=0)  # fencing token: bumped by every claim
     owner: Mapped[str] = mapped_column(String(64), default="")  # hash of the submitting key

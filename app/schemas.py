@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.names import SLUG_PATTERN, check_slug
 
@@ -21,10 +21,13 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-UtcTime = Annotated[datetime, AfterValidator(_utc), PlainSerializer(lambda d: d.isoformat())]
+UtcTime = Annotated[datetime, AfterValidator(_utc)]
 ModelName = Annotated[
     str,
-    Field(pattern=SLUG_PATTERN, description="a slug: 1-64 of a-z 0-9 . _ -, no '..'"),
+    Field(
+        description="a slug: 1-64 of a-z 0-9 . _ -, starting with a letter or digit, no '..'",
+        json_schema_extra={"pattern": SLUG_PATTERN},
+    ),
     AfterValidator(lambda v: check_slug(v, "model_name")),
 ]
 
@@ -178,7 +181,11 @@ class PredictRequest(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"inputs": [[0.00632, 18, 2.31, 0, 0.538, 6.575, 65.2, 4.09, 1, 296, 15.3, 396.9, 4.98]]}
+                {
+                    "inputs": [
+                        [0.00632, 18, 2.31, 0, 0.538, 6.575, 65.2, 4.09, 1, 296, 15.3, 396.9, 4.98]
+                    ]
+                }
             ]
         }
     )
@@ -190,7 +197,7 @@ class PredictResponse(BaseModel):
     model_name: str
     version: int
     predictions: list[Any] = Field(description="values (regression) or class indices")
-    probabilities: list[list[float]] | None = Field(None, description="classification only")
+    probabilities: list[list[float | None]] | None = Field(None, description="classification only")
     classes: list[str] | None = Field(None, description="names of classes 0..K-1")
 
 

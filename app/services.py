@@ -32,6 +32,17 @@ class Services:
     def enqueue(self, job_id: str) -> None:
         """Send a committed job's id to the training queue (a wake-up; the store has the job)."""
         self.celery.send_task(TRAIN_TASK, args=[job_id], queue=TRAINING_QUEUE)
+        self.store.mark_enqueued([job_id])
+
+    def queued_messages(self) -> int:
+        """Messages waiting in the training queue (0 when the queue does not exist)."""
+        with self.celery.connection_for_write() as connection:
+            try:
+                return connection.default_channel.queue_declare(
+                    queue=TRAINING_QUEUE, passive=True
+                ).message_count
+            except connection.channel_errors:
+                return 0
 
     def dataset_path(self, name: str) -> Path:
         """Where an uploaded dataset (validated slug) is kept, as NPZ."""
@@ -42,8 +53,7 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
-    for directory in (settings.data_dir, settings.weights_dir, settings.uploads_dir):
-        directory.mkdir(parents=True, exist_ok=True)
+    settings.make_dirs()
     engine = make_engine(settings.effective_database_url)
     store = JobStore(make_session_factory(engine))
     return Services(settings=settings, store=store, weights=LocalWeightStore(settings.weights_dir))

@@ -34,6 +34,14 @@ class Settings(BaseSettings):
 
     # Workers and inference.
     heartbeat_seconds: float = Field(5.0, gt=0)
+    heartbeat_timeout_seconds: float = Field(
+        30.0, gt=0, description="a running job whose heartbeat is older is re-sent"
+    )
+    max_attempts: int = Field(3, ge=1, description="runs of a job before it is failed")
+    reaper_interval_seconds: float = Field(5.0, gt=0)
+    resend_after_seconds: float = Field(
+        60.0, gt=0, description="a queued job not picked up for this long is sent again"
+    )
     checkpoint_every: int = Field(1, ge=1, description="epochs between training checkpoints")
     model_cache_models: int = Field(8, ge=1)
     model_cache_bytes: int = Field(1024**3, ge=1024)
@@ -59,6 +67,17 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
+
+    @property
+    def broker_queue_dir(self) -> Path:
+        return self.broker_dir / "queue"
+
+    def make_dirs(self) -> None:
+        """The data dir's folders (the embedded broker's too), created when missing."""
+        for directory in (self.weights_dir, self.uploads_dir, self.checkpoints_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        if self.broker_url is None:
+            self.broker_queue_dir.mkdir(parents=True, exist_ok=True)
 
     @property
     def weights_dir(self) -> Path:

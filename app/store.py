@@ -127,13 +127,12 @@ class JobStore:
             .values(cancel_requested=True)
         )
 
-        def apply(session: Session) -> None:
-            if session.execute(queued).rowcount == 0:
-                session.execute(running)
+        def apply(session: Session) -> bool:
+            return (session.execute(queued).rowcount or session.execute(running).rowcount) > 0
 
-        self._run(apply)
+        changed = self._run(apply)
         job = self.get_job(job_id)
-        if job.status in TERMINAL and not (job.status == "cancelled" and job.cancel_requested):
+        if not changed:
             raise Conflict(f"job '{job_id}' already ended with status '{job.status}'")
         return job
 
@@ -225,6 +224,43 @@ class JobStore:
         cutoff = utcnow() - older_than
         stmt = select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)
         return self._run(lambda s: list(s.scalars(stmt)))
+
+    def mark_enqueued(self, job_ids: list[str]) -> None:
+        stmt = update(Job).where(Job.id.in_(job_ids)).values(enqueued_at=utcnow())
+        self._run(lambda s: s.execute(stmt))
+
+    def waiting_since(self, older_than: timedelta) -> list[str]:
+        """Queued jobs last sent to the queue before `older_than` ago, oldest first."""
+        cutoff = utcnow() - older_than
+        stmt = (
+            select(Job.id)
+            .where(Job.status == "queued", Job.enqueued_at < cutoff)
+            .order_by(Job.created_at)
+        )
+        return self._run(lambda s: list(s.scalars(stmt)))
+
+    def reap(self, job: Job, older_than: timedelta, max_attempts: int) -> str | None:
+        """A running job whose worker stopped beating: back to the queue, or failed once it
+        has used its attempts. Fenced on its lease and stale heartbeat, so that two reapers,
+        or a worker that comes back to life, cannot both act. Returns the new status."""
+        cutoff = utcnow() - older_than
+        stale = update(Job).where(
+            Job.id == job.id,
+            Job.lease == job.lease,
+            Job.status == "running",
+            Job.heartbeat_at < cutoff,
+        )
+        if job.attempts >= max_attempts:
+            error = (
+                f"the worker running this job stopped answering {job.attempts} times "
+                f"(last on {job.worker}); it was not retried again. The job may exhaust the "
+                "worker's memory: try a smaller batch_size or architecture"
+            )
+            values = {"status": "failed", "error": error, "finished_at": utcnow()}
+        else:
+            values = {"status": "queued", "worker": None}
+        changed = self._run(lambda s: s.execute(stale.values(**values)).rowcount)
+        return values["status"] if changed else None
 
     # -- models ---------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import re
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -270,3 +271,22 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     """The path of the newest checkpoint that loads, skipping truncated or corrupt ones."""
     found = load_latest_checkpoint(directory)
     return found[0] if found else None
+
+
+def load_resume_state(
+    source: str | os.PathLike | Mapping[str, Any] | None,
+) -> Mapping[str, Any] | None:
+    """A trainer state from a loaded dict, a checkpoint file or a checkpoint directory.
+
+    A directory without a usable checkpoint gives None (start afresh); a bad file raises.
+    """
+    if source is None or isinstance(source, Mapping):
+        return source
+    if Path(source).is_dir():
+        found = load_latest_checkpoint(source)
+        if found is None:
+            log.info("no usable checkpoint in %s; starting afresh", source)
+            return None
+        log.info("resuming from %s", found[0])
+        return found[1]
+    return load_checkpoint(source)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from safetensors.torch import load as load_tensors
@@ -53,7 +53,13 @@ class ModelCard:
 
 
 def library_versions() -> dict[str, str]:
-    return {name: version(name) for name in ("torch", "torchvision", "trainserve")}
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:  # e.g. run from a source tree that is not installed
+            return "unknown"
+
+    return {name: installed(name) for name in ("torch", "torchvision", "trainserve")}
 
 
 def serialize_model(model: nn.Module, card: ModelCard) -> bytes:

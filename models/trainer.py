@@ -19,18 +19,12 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from models.callbacks import (
-    CHECKPOINT_FORMAT,
-    Callback,
-    load_checkpoint,
-    load_latest_checkpoint,
-)
+from models.callbacks import CHECKPOINT_FORMAT, Callback, load_resume_state
 from models.errors import CatalogueError, CheckpointError
 
 log = logging.getLogger(__name__)
@@ -144,13 +138,10 @@ class Trainer:
         `resume_from` (a checkpoint file, a checkpoint directory, or a loaded state) continues
         where that run stopped; a directory without a usable checkpoint starts afresh.
         """
-        for name, value in (
-            ("epochs", epochs),
-            ("eval_every", eval_every),
-            ("batch_size", batch_size),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+        if min(epochs, eval_every, batch_size) < 1:
+            raise ValueError(
+                f"epochs, eval_every, batch_size must be >= 1: {epochs}, {eval_every}, {batch_size}"
+            )
         self._check_data(X_train, y_train, "training")
         self._check_data(X_test, y_test, "test")
         X_train, y_train, X_test, y_test = (
@@ -185,25 +176,19 @@ class Trainer:
             getattr(callback, hook)(self, *args)
 
     def _check_data(self, X: torch.Tensor, y: torch.Tensor, split: str) -> None:
-        if len(X) == 0 or len(X) != len(y):
+        if self.task == "classification":
+            want, ok = "int64 of shape (N,)", y.dtype == torch.int64 and y.ndim == 1
+        else:
+            want, ok = "float of shape (N, n_targets)", y.is_floating_point() and y.ndim == 2
+        if not ok or len(X) == 0 or len(X) != len(y):
             raise ValueError(
-                f"{split} data needs as many targets as rows, at least one: "
-                f"X has {len(X)} rows, y has {len(y)}"
-            )
-        if self.task == "classification" and (y.dtype != torch.int64 or y.ndim != 1):
-            raise ValueError(
-                f"{split} targets for classification must be int64 of shape (N,), "
-                f"got {y.dtype} {tuple(y.shape)}"
-            )
-        if self.task == "regression" and (not y.is_floating_point() or y.ndim != 2):
-            raise ValueError(
-                f"{split} targets for regression must be float of shape "
-                f"(N, n_targets), got {y.dtype} {tuple(y.shape)}"
+                f"{split} data: X has {len(X)} rows, y is {y.dtype} {tuple(y.shape)}; "
+                f"{self.task} targets must be {want}, one per row of X (at least one)"
             )
 
     def _start(self, resume_from: str | os.PathLike | Mapping[str, Any] | None) -> None:
         self.should_stop = False
-        state = _resume_state(resume_from)
+        state = load_resume_state(resume_from)
         if state is None:
             self.epoch, self.train_loss, self.history = 0, math.nan, []
             self.generator.manual_seed(self.seed)
@@ -212,26 +197,25 @@ class Trainer:
 
     def _train_epoch(self, X: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
         """One pass in a fresh random order; returns the mean loss over the epoch's samples."""
-        self.model.train()
+        model, optimizer, loss_fn, amp = self.model, self.optimizer, self.loss_fn, self._autocast()
+        model.train()
         order = torch.randperm(len(X), generator=self.generator).to(self.device)
-        losses = [
-            self._step(xb, yb) for xb, yb in self._generate_batches(X[order], y[order], batch_size)
-        ]
+        losses = []  # detached device tensors: no host sync in the loop
+        for xb, yb in self._generate_batches(X[order], y[order], batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            with amp:
+                loss = loss_fn(model(xb), yb)
+            loss.backward()
+            if self.grad_clip_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip_norm)
+            optimizer.step()
+            losses.append(loss.detach())
         sizes = torch.full((len(losses),), float(batch_size), device=self.device)
         sizes[-1] = len(X) - batch_size * (len(losses) - 1)
         return (torch.stack(losses).float() * sizes).sum().item() / len(X)  # one sync per epoch
 
-    def _step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            loss = self.loss_fn(self.model(xb), yb)
-        loss.backward()
-        if self.grad_clip_norm is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
-        self.optimizer.step()
-        return loss.detach()
-
     def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA when asked for; reusable, so made once per epoch."""
         if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -299,7 +283,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state["scheduler"] is not None:
-                pass
+                self.scheduler.load_state_dict(state["scheduler"])
             rng = state["rng"]
             self.generator.set_state(rng["generator"])
             torch.set_rng_state(rng["torch"])
@@ -321,17 +305,3 @@ class Trainer:
             seen[name] = seen.get(name, 0) + 1
             keys.append((name if seen[name] == 1 else f"{name}#{seen[name]}", callback))
         return keys
-
-
-def _resume_state(source: str | os.PathLike | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """A trainer state from a loaded dict, a checkpoint file or a checkpoint directory."""
-    if source is None or isinstance(source, Mapping):
-        return source
-    if Path(source).is_dir():
-        found = load_latest_checkpoint(source)
-        if found is None:
-            log.info("no usable checkpoint in %s; starting afresh", source)
-            return None
-        log.info("resuming from %s", found[0])
-        return found[1]
-    return load_checkpoint(source)

@@ -228,8 +228,8 @@ def parse_npz(data: bytes, task: str | None = None) -> Dataset:
         raise DataFormatError(f"the NPZ file is damaged: {e}") from None
     X = _npz_features(arrays["X"])
     y = arrays["y"]
-    if len(X) != len(y):
-        raise DataFormatError(f"X has {len(X)} samples but y has {len(y)}")
+    if y.ndim == 0 or len(X) != len(y):
+        raise DataFormatError(f"X has {len(X)} samples but y has {len(y) if y.ndim else 0}")
     if len(X) < MIN_SAMPLES:
         raise DataFormatError(f"the file has {len(X)} samples; at least {MIN_SAMPLES} are needed")
     names = _string_list(arrays.get("classes"), "classes")

@@ -18,14 +18,10 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery("trainserve", broker=settings.effective_broker_url, include=["workers.tasks"])
     transport_options: dict = {"visibility_timeout": settings.max_job_seconds + 3600}
     if settings.broker_url is None:  # embedded: kombu's filesystem transport under the data dir
-        queue_dir = settings.broker_dir / "queue"
-        processed_dir = settings.broker_dir / "processed"
-        queue_dir.mkdir(parents=True, exist_ok=True)
-        processed_dir.mkdir(parents=True, exist_ok=True)
         transport_options.update(
-            data_folder_in=str(queue_dir),
-            data_folder_out=str(queue_dir),
-            processed_folder=str(processed_dir),
+            data_folder_in=str(settings.broker_queue_dir),
+            data_folder_out=str(settings.broker_queue_dir),
+            processed_folder=str(settings.broker_dir / "processed"),
             store_processed=False,
         )
     app.conf.update(

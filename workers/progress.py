@@ -7,29 +7,46 @@ import threading
 import time
 
 from app.store import JobStore
-from models.callbacks import Callback
+from models.callbacks import Callback, Checkpointing
 
 log = logging.getLogger(__name__)
 
 
-class JobCancelled(Exception):
-    """Raised inside the task when the job was cancelled while running."""
+# Set when the worker process is asked to stop (SIGTERM, Ctrl-C): running jobs checkpoint and
+# go back to the queue instead of holding the shutdown until they finish.
+shutdown_requested = threading.Event()
+
+
+class Interrupted(Exception):
+    """The worker is shutting down; the job's latest state is in its checkpoint."""
 
 
 class StoreProgress(Callback):
-    """Writes progress and every evaluation to the store and stops the fit on a cancel.
+    """Writes progress and every evaluation to the store; stops the fit on a cancel.
 
     Progress is written at most every `min_interval` seconds (each write also answers whether
     a cancel was asked), and always on an evaluation, so tiny epochs do not hammer the store.
+    On a worker shutdown it checkpoints and raises `Interrupted` at the end of the epoch.
     """
 
-    def __init__(self, store: JobStore, job_id: str, lease: int, min_interval: float = 0.5):
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        lease: int,
+        checkpointing: Checkpointing,
+        min_interval: float = 0.5,
+    ) -> None:
         self.store, self.job_id, self.lease = store, job_id, lease
+        self.checkpointing = checkpointing
         self.min_interval = min_interval
         self.cancelled = False
         self._last_write = 0.0
 
     def on_epoch_end(self, trainer, epoch: int, train_loss: float) -> None:
+        if shutdown_requested.is_set():
+            self.checkpointing.save(trainer)
+            raise Interrupted(self.job_id)
         now = time.monotonic()
         if now - self._last_write >= self.min_interval:
             self._last_write = now

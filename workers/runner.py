@@ -10,11 +10,11 @@ import torch
 
 from app.errors import LeaseLost
 from app.services import Services
-from models.callbacks import Checkpointing, latest_checkpoint
+from models.callbacks import Checkpointing
 from models.errors import CatalogueError, DataFormatError, DatasetUnavailableError
 from models.training import TrainingConfig, TrainingResult, run_training
 from models.uploads import parse_npz
-from workers.progress import Heartbeat, StoreProgress
+from workers.progress import Heartbeat, Interrupted, StoreProgress
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,9 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
     )
     config = TrainingConfig.from_dict(job.request)
     checkpoints = services.checkpoint_dir(job_id)
-    progress = StoreProgress(store, job_id, lease)
-    callbacks = [progress, Checkpointing(checkpoints, every=settings.checkpoint_every, keep=2)]
+    checkpointing = Checkpointing(checkpoints, every=settings.checkpoint_every, keep=2)
+    progress = StoreProgress(store, job_id, lease, checkpointing)
+    callbacks = [checkpointing, progress]
     try:
         with Heartbeat(store, job_id, lease, settings.heartbeat_seconds):
             result = run_training(
@@ -48,11 +49,16 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
                 allow_download=settings.allow_downloads,
                 dataset=_uploaded_dataset(services, config.dataset),
                 callbacks=callbacks,
-                resume_from=latest_checkpoint(checkpoints),
+                resume_from=checkpoints if checkpoints.is_dir() else None,
             )
     except LeaseLost:
         log.warning("job %s: lease %d lost to another claim; stopping", job_id, lease)
         return "lost"
+    except Interrupted:
+        log.info("job %s: worker shutting down; checkpointed and sent back to the queue", job_id)
+        if store.requeue(job_id, lease):
+            services.enqueue(job_id)
+        return "requeued"
     except USER_ERRORS as exc:
         return _fail(services, job_id, lease, str(exc))
     except torch.cuda.OutOfMemoryError:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from celery.signals import worker_shutting_down
+
 from app.services import Services, build_services
 from app.settings import get_settings
 from workers.celery_app import TRAIN_TASK, celery_app
+from workers.progress import shutdown_requested
 from workers.runner import run_job
 
 
@@ -14,6 +17,11 @@ from workers.runner import run_job
 def worker_services() -> Services:
     """Built once per worker process, on its first task."""
     return build_services(get_settings())
+
+
+@worker_shutting_down.connect
+def _on_shutdown(**_kwargs) -> None:
+    shutdown_requested.set()
 
 
 @celery_app.task(name=TRAIN_TASK)

@@ -45,14 +45,20 @@ def data(n=48, seed=0):
     return X, X[:, :1] - 2 * X[:, 1:2] + 0.1 * torch.randn(n, 1, generator=g)
 
 
-def build_run(init_seed, callbacks):
+def build_run(init_seed, callbacks, device="cpu"):
     """Model with dropout, SGD with momentum and a step schedule: all state that must resume."""
     torch.manual_seed(init_seed)
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = make_scheduler("step", optimizer, epochs=6, step_size=2, gamma=0.5)
     trainer = Trainer(
-        model, optimizer, nn.MSELoss(), callbacks=callbacks, seed=3, scheduler=scheduler
+        model,
+        optimizer,
+        nn.MSELoss(),
+        callbacks=callbacks,
+        seed=3,
+        scheduler=scheduler,
+        device=device,
     )
     return model, trainer
 
@@ -63,6 +69,9 @@ def fit(trainer, resume_from=None):
     return trainer.fit(
         X, y, X_test, y_test, epochs=6, eval_every=2, batch_size=8, resume_from=resume_from
     )
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def early_stopping():
@@ -100,6 +109,20 @@ def test_resumed_run_ends_with_exactly_the_same_weights(
     for a, b in zip(model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert resumed.callbacks[1].best_epoch == trainer.callbacks[0].best_epoch
+
+
+@cuda
+def test_resume_on_cuda_restores_the_cuda_rng(tmp_path):
+    model, trainer = build_run(0, [], device="cuda")
+    fit(trainer)
+    _, interrupted = build_run(0, [Checkpointing(tmp_path), Interrupt(3)], device="cuda")
+    with pytest.raises(Interrupted):
+        fit(interrupted)
+    torch.manual_seed(1234)
+    resumed_model, resumed = build_run(99, [], device="cuda")
+    fit(resumed, resume_from=tmp_path)
+    for a, b in zip(model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_early_stopping_stops_and_restores_best_weights():
@@ -208,17 +231,51 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
         trainer.fit(X, y, X, y, epochs=2, resume_from=tmp_path)
 
 
-def test_progress_bar_shows_epochs_and_loss(capsys):
+def test_early_stopping_state_travels_in_the_trainer_state():
     X, y = data()
+    model = nn.Linear(4, 1)
+    stopper = EarlyStopping(patience=3)
+    trainer = Trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.01), nn.MSELoss(), callbacks=[stopper]
+    )
+    trainer.fit(X, y, X, -y, epochs=4, eval_every=1)
+    state = trainer.state_dict()
+    assert state["callbacks"]["EarlyStopping"]["best_epoch"] == stopper.best_epoch
+
+    restored = EarlyStopping(patience=3)
+    other = nn.Linear(4, 1)
+    Trainer(
+        other, torch.optim.SGD(other.parameters(), lr=0.01), nn.MSELoss(), callbacks=[restored]
+    ).load_state_dict(state)
+    assert (restored.best, restored.best_epoch, restored.wait) == (
+        stopper.best,
+        stopper.best_epoch,
+        stopper.wait,
+    )
+    assert torch.equal(
+        restored.state_dict()["best_weights"]["weight"],
+        stopper.state_dict()["best_weights"]["weight"],
+    )
+
+
+def fit_with_bar(bar):
+    X, y = data()
+    model = nn.Linear(4, 1)
+    trainer = Trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.01), nn.MSELoss(), callbacks=[bar]
+    )
+    trainer.fit(X, y, X, y, epochs=3, eval_every=1)
+
+
+def test_progress_bar_shows_epochs_and_losses():
     out = io.StringIO()
-    for bar in (ProgressBar(file=out), ProgressBar(disable=True), ProgressBar()):
-        model = nn.Linear(4, 1)
-        Trainer(
-            model, torch.optim.SGD(model.parameters(), lr=0.01), nn.MSELoss(), callbacks=[bar]
-        ).fit(X, y, X, y, epochs=3, eval_every=1)
+    fit_with_bar(ProgressBar(file=out))
     assert "3/3" in out.getvalue() and "loss=" in out.getvalue() and "val_loss=" in out.getvalue()
+
+
+def test_progress_bar_writes_to_stderr_and_can_be_disabled(capsys):
+    fit_with_bar(ProgressBar(disable=True))
+    assert capsys.readouterr().err == ""
+    fit_with_bar(ProgressBar())
     captured = capsys.readouterr()
     assert captured.out == "" and "3/3" in captured.err
-    assert (
-        captured.err.count("3/3") == 1 or "training" in captured.err
-    )  # the disabled bar is silent

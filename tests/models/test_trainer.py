@@ -239,7 +239,7 @@ def test_classification_accuracy():
 
 def test_targets_of_the_wrong_kind_are_refused():
     X = torch.zeros(4, 1)
-    with pytest.raises(ValueError, match=r"regression must be float of shape \(N, n_targets\)"):
+    with pytest.raises(ValueError, match=r"targets must be float of shape \(N, n_targets\)"):
         make_trainer(nn.Linear(1, 1)).fit(X, torch.zeros(4), X, torch.zeros(4))
     model = nn.Linear(1, 3)
     clf = Trainer(
@@ -248,9 +248,9 @@ def test_targets_of_the_wrong_kind_are_refused():
         nn.CrossEntropyLoss(),
         task="classification",
     )
-    with pytest.raises(ValueError, match="classification must be int64"):
+    with pytest.raises(ValueError, match="classification targets must be int64"):
         clf.fit(X, torch.zeros(4, 1), X, torch.zeros(4, 1))
-    with pytest.raises(ValueError, match="X has 4 rows, y has 3"):
+    with pytest.raises(ValueError, match=r"X has 4 rows, y is torch.float32 \(3, 1\)"):
         make_trainer(nn.Linear(1, 1)).fit(X, torch.zeros(3, 1), X, torch.zeros(4, 1))
 
 

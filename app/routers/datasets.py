@@ -1,0 +1,93 @@
+"""Dataset uploads: CSV (header row + target column) or NPZ (arrays X and y)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+
+from app.catalogue import is_registered, uploaded_entry
+from app.db import UploadedDataset
+from app.deps import ServicesDep
+from app.errors import Conflict, Invalid
+from app.names import SLUG_PATTERN, check_slug
+from app.schemas import DatasetOut
+from app.services import Services
+from app.weights import write_atomically
+from models.datasets import Dataset
+from models.uploads import dataset_to_npz, parse_csv, parse_npz
+
+router = APIRouter(tags=["datasets"])
+
+
+def _is_npz(filename: str, data: bytes) -> bool:
+    lower = filename.lower()
+    if lower.endswith(".npz"):
+        return True
+    if lower.endswith(".csv"):
+        return False
+    return data.startswith(b"PK")  # a zip archive
+
+
+def _parse(filename: str, data: bytes, target: str | None, task: str | None) -> Dataset:
+    if _is_npz(filename, data):
+        return parse_npz(data, task=task)
+    if not target:
+        raise Invalid("form field 'target' (the target column) is required for a CSV file")
+    return parse_csv(data, target=target, task=task)
+
+
+def _store(services: Services, name: str, filename: str, data: bytes, target, task) -> DatasetOut:
+    if is_registered(name):
+        raise Conflict(f"dataset '{name}' is a built-in dataset; choose another name")
+    if services.store.get_dataset(name) is not None:
+        raise Conflict(f"dataset '{name}' already exists; choose another name")
+    ds = _parse(filename, data, target, task)
+    npz = dataset_to_npz(ds)
+    path = services.dataset_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, npz)
+    row = UploadedDataset(
+        name=name,
+        task=ds.task,
+        n_samples=len(ds),
+        input_shape=list(ds.input_shape),
+        n_classes=ds.n_classes,
+        classes=ds.classes if ds.task == "classification" else None,
+        feature_names=ds.feature_names,
+        sha256=hashlib.sha256(npz).hexdigest(),
+        size_bytes=len(npz),
+    )
+    return uploaded_entry(services.store.add_dataset(row))
+
+
+@router.post(
+    "/datasets",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetOut,
+    responses={
+        400: {"description": "the file cannot be read as a dataset (CSV: the line says where)"},
+        409: {"description": "a dataset of this name exists"},
+        413: {"description": "the upload is over TRAINSERVE_MAX_UPLOAD_BYTES"},
+    },
+)
+async def upload_dataset(
+    services: ServicesDep,
+    file: Annotated[UploadFile, File(description="CSV with a header row, or NPZ with X and y")],
+    name: Annotated[
+        str,
+        Form(description="a slug naming the dataset", json_schema_extra={"pattern": SLUG_PATTERN}),
+    ],
+    target: Annotated[str | None, Form(description="the target column (CSV)")] = None,
+    task: Annotated[Literal["regression", "classification"] | None, Form()] = None,
+) -> DatasetOut:
+    """Upload a dataset for training jobs; it is then listed by GET /v1/datasets."""
+    try:
+        check_slug(name, "dataset name")
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    data = await file.read()
+    filename = file.filename or ""
+    return await run_in_threadpool(_store, services, name, filename, data, target, task)

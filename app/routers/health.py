@@ -1,0 +1,55 @@
+"""Liveness, readiness (job store and broker answer) and Prometheus metrics; no API key."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+
+from app.deps import ServicesDep
+from app.errors import Unavailable
+from app.schemas import Health, Readiness
+from app.services import Services
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+BROKER_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """200 while the process serves."""
+    return Health(status="ok")
+
+
+def _check_store(services: Services) -> str | None:
+    try:
+        services.store.count_jobs("queued")  # one round trip to the database
+    except Exception as exc:  # any failure means "not ready"; the reason goes to the log
+        log.warning("readiness: job store check failed: %s", exc)
+        return "job store does not answer"
+    return None
+
+
+def _check_broker(services: Services) -> str | None:
+    try:
+        with services.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_S)
+    except Exception as exc:  # as above
+        log.warning("readiness: broker check failed: %s", exc)
+        return "broker does not answer"
+    return None
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"description": "the job store or the broker does not answer"}},
+)
+def readyz(services: ServicesDep) -> Readiness:
+    """200 when the job store and the broker answer, else 503 naming which one does not."""
+    problems = [p for p in (_check_store(services), _check_broker(services)) if p]
+    if problems:
+        raise Unavailable("not ready: " + "; ".join(problems))
+    return Readiness(status="ready", store="ok", broker="ok")

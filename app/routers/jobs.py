@@ -1,0 +1,178 @@
+"""Training jobs: submit (validated, committed, then enqueued), list, read, follow, cancel."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from kombu.exceptions import OperationalError as BrokerError
+
+from app.catalogue import validate_job
+from app.deps import KeyDep, ServicesDep, StoreDep
+from app.errors import Conflict, NotFound, TooLarge, Unavailable
+from app.schemas import History, JobList, JobOut, JobRequest, Status
+from app.services import Services
+from app.store import TERMINAL
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+JOB_ID_MAX = 64
+QUEUE_FULL_RETRY_S = "30"
+POLL_S = 0.5  # how often an event stream reads the job
+KEEPALIVE_S = 15.0
+
+
+def check_job_id(job_id: str) -> str:
+    if len(job_id) > JOB_ID_MAX:
+        raise NotFound(f"job '{job_id[:JOB_ID_MAX]}...' does not exist")
+    return job_id
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={
+        200: {"description": "a job with this Idempotency-Key exists: it is returned as is"},
+        409: {"description": "the Idempotency-Key was used for a different request"},
+        422: {"description": "the request fails validation against the catalogue or limits"},
+        429: {"description": "too many jobs are queued (TRAINSERVE_MAX_QUEUED_JOBS)"},
+        503: {"description": "the job store or the broker is down"},
+    },
+)
+def submit_job(
+    body: JobRequest,
+    response: Response,
+    services: ServicesDep,
+    owner: KeyDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=255, description="repeat a submission safely: same key, same job"),
+    ] = None,
+) -> JobOut:
+    """Validate against the catalogue, commit a queued job, then send it to the workers.
+
+    202 with `Location: /v1/jobs/{id}`. With an `Idempotency-Key` header already used by this
+    API key for the same request, the existing job is returned with 200 (and sent again to
+    the workers while it is still queued, which is harmless: tasks are idempotent).
+    """
+    request = validate_job(body, services)
+    try:
+        job, created = services.store.create_job(
+            request,
+            owner=owner,
+            idempotency_key=idempotency_key,
+            max_queued=services.settings.max_queued_jobs,
+        )
+    except TooLarge as exc:  # the store's queue limit: a temporary condition, not a body size
+        raise HTTPException(429, exc.detail, headers={"Retry-After": QUEUE_FULL_RETRY_S}) from None
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        if job.request != request:
+            raise Conflict(
+                f"Idempotency-Key '{idempotency_key}' was used for a different request "
+                f"(job '{job.id}'); use a new key"
+            )
+        response.status_code = status.HTTP_200_OK
+        if job.status != "queued":
+            return JobOut.from_row(job)
+        # Still queued: send the wake-up again (harmless twice; needed if the first send failed).
+    _enqueue(services, job.id)
+    if created:
+        log.info("job %s queued: %s on %s", job.id, job.architecture, job.dataset)
+    return JobOut.from_row(job)
+
+
+def _enqueue(services: Services, job_id: str) -> None:
+    try:
+        services.enqueue(job_id)
+    except (BrokerError, OSError) as exc:
+        log.error("job %s is committed but could not be sent to the broker: %s", job_id, exc)
+        raise Unavailable(
+            f"broker unavailable: job '{job_id}' is saved as queued and will be sent when the "
+            "broker is back"
+        ) from None
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    store: StoreDep,
+    status_: Annotated[Status | None, Query(alias="status")] = None,
+    model_name: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+) -> JobList:
+    """Jobs, newest first, filtered by status and model name."""
+    jobs, total = store.list_jobs(status=status_, model_name=model_name, limit=limit, offset=offset)
+    return JobList(items=[JobOut.from_row(job) for job in jobs], total=total)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "no such job"}})
+def get_job(job_id: str, store: StoreDep) -> JobOut:
+    """One job: status, progress, latest metrics, error, model version."""
+    return JobOut.from_row(store.get_job(check_job_id(job_id)))
+
+
+@router.get("/{job_id}/metrics", response_model=History, responses={404: {"description": "-"}})
+def job_metrics(job_id: str, store: StoreDep) -> History:
+    """One row per evaluation (every eval_every epochs and the last epoch)."""
+    return History(history=store.history(check_job_id(job_id)))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={404: {"description": "no such job"}, 409: {"description": "the job ended"}},
+)
+def cancel_job(job_id: str, store: StoreDep) -> JobOut:
+    """A queued job is never started; a running one stops within one epoch, ending `cancelled`."""
+    return JobOut.from_row(store.cancel(check_job_id(job_id)))
+
+
+async def _job_events(request: Request, store, job_id: str, poll_s: float):
+    """`event: job` whenever status, progress or metrics change; a comment keeps it alive."""
+    last_state, last_sent = None, time.monotonic()
+    while True:
+        job = await run_in_threadpool(store.get_job, job_id)
+        state = (job.status, job.epoch, job.metrics, job.model_version, job.error)
+        if state != last_state:
+            yield f"event: job\ndata: {JobOut.from_row(job).model_dump_json()}\n\n"
+            last_state, last_sent = state, time.monotonic()
+        if job.status in TERMINAL:
+            return
+        if time.monotonic() - last_sent >= KEEPALIVE_S:
+            yield ": keep-alive\n\n"
+            last_sent = time.monotonic()
+        if await request.is_disconnected():
+            return
+        await anyio.sleep(poll_s)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "`event: job` with the job as JSON data, first at once, then whenever "
+            "status, progress or metrics change; the stream ends after a terminal status",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        404: {"description": "no such job"},
+    },
+)
+async def job_events(job_id: str, request: Request, store: StoreDep) -> StreamingResponse:
+    """Follow a job as server-sent events."""
+    await run_in_threadpool(store.get_job, check_job_id(job_id))  # a 404 before streaming
+    poll_s = getattr(request.app.state, "events_poll_s", POLL_S)
+    return StreamingResponse(
+        _job_events(request, store, job_id, poll_s),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

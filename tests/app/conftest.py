@@ -1,0 +1,118 @@
+"""Fixtures for the HTTP API: a fresh data dir, SQLite, the in-memory broker, a known key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.services import Services
+from app.settings import Settings
+from models.training import TrainingConfig, TrainingResult, run_training
+
+KEY = "test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No TRAINSERVE_* variable of the developer's shell reaches the settings."""
+    for name in list(os.environ):
+        if name.startswith("TRAINSERVE_"):
+            monkeypatch.delenv(name)
+
+
+def make_settings(tmp_path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "database_url": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "broker_url": "memory://",
+        "api_keys": KEY,
+        "max_epochs": 1000,
+        "max_predict_samples": 16,
+        "max_body_bytes": 64 * 1024,
+        "max_upload_bytes": 256 * 1024,
+    }
+    return Settings(**(values | overrides))
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings)
+    app.state.events_poll_s = 0.01
+    with TestClient(app, headers=AUTH) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def services(client: TestClient) -> Services:
+    return client.app.state.services
+
+
+@pytest.fixture
+def sent(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Job ids sent to the broker (still sent for real, to the in-memory broker)."""
+    ids: list[str] = []
+    original = services.enqueue
+
+    def record(job_id: str) -> None:
+        original(job_id)
+        ids.append(job_id)
+
+    monkeypatch.setattr(services, "enqueue", record)
+    return ids
+
+
+# -- trained models, published the way a worker publishes them ----------------------------
+
+
+@pytest.fixture(scope="session")
+def house_model() -> TrainingResult:
+    config = TrainingConfig(architecture="house_prices_mlp", dataset="boston_housing", epochs=2)
+    return run_training(config)
+
+
+@pytest.fixture(scope="session")
+def classifier_model() -> TrainingResult:
+    config = TrainingConfig(
+        architecture="mlp",
+        dataset="synthetic_classification",
+        dataset_params={"n_samples": 60, "n_features": 4, "n_classes": 3},
+        architecture_params={"hidden_size": 8},
+        epochs=2,
+    )
+    return run_training(config)
+
+
+def publish(services: Services, name: str, result: TrainingResult) -> int:
+    """Submit, claim and publish a job for `result`, as workers/runner.py does; the version."""
+    card = result.card
+    request = {
+        "model_name": name,
+        "architecture": card.architecture,
+        "dataset": card.dataset,
+        "epochs": 2,
+    }
+    job, _ = services.store.create_job(request)
+    lease = services.store.claim(job.id, "test-worker")
+    data = result.weights()
+    fields = {
+        "model_name": name,
+        "task": card.task,
+        "architecture": card.architecture,
+        "input_shape": card.input_shape,
+        "classes": card.classes,
+        "metrics": result.final_metrics,
+    }
+    return services.store.publish_version(
+        job.id, lease, fields, lambda version: services.weights.put(name, version, data)
+    )

@@ -1,0 +1,65 @@
+"""The `trainserve` command line, run as a real program."""
+
+import subprocess
+
+from models.checkpoint import read_card
+from tests.e2e.processes import TRAINSERVE
+
+
+def run(*args, cwd):
+    return subprocess.run([TRAINSERVE, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_train_writes_weights_and_prints_metrics(tmp_path):
+    result = run(
+        "train",
+        "--architecture",
+        "house_prices_mlp",
+        "--dataset",
+        "boston_housing",
+        "--epochs",
+        "30",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.01",
+        "--momentum",
+        "0.9",
+        "--param",
+        "hidden_size=16",
+        "--eval-every",
+        "10",
+        "--device",
+        "cpu",
+        "--out",
+        "house.safetensors",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "val_rmse=" in result.stdout and "val_r2=" in result.stdout
+    assert "30/30" in result.stderr  # the progress bar reached the last epoch
+    card = read_card((tmp_path / "house.safetensors").read_bytes())
+    assert card.architecture_params == {"hidden_size": 16}
+    assert card.dataset == "boston_housing"
+
+
+def test_train_explains_a_bad_request(tmp_path):
+    result = run("train", "--architecture", "resnet99", "--dataset", "boston_housing", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "architecture 'resnet99' is unknown; known:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_api_refuses_a_public_address_without_keys(tmp_path):
+    env_cmd = [
+        "env",
+        "-u",
+        "TRAINSERVE_API_KEYS",
+        "TRAINSERVE_HOST=0.0.0.0",
+        f"TRAINSERVE_DATA_DIR={tmp_path}",
+        TRAINSERVE,
+        "api",
+    ]
+    result = subprocess.run(env_cmd, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "TRAINSERVE_API_KEYS" in result.stderr
