@@ -7,7 +7,7 @@ app = create_app(settings, services)    # tests and the command line
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +19,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import load_or_create_api_keys
@@ -27,6 +28,7 @@ from app.errors import ServiceError
 from app.inference import ModelCache
 from app.reaper import Reaper
 from app.routers import catalogue, datasets, health, jobs, models
+from app.schemas import ErrorOut, error_responses
 from app.services import Services, build_services
 from app.settings import Settings, get_settings
 from models.errors import CatalogueError, DataFormatError, DatasetUnavailableError
@@ -41,6 +43,7 @@ Every `/v1` route needs `Authorization: Bearer <key>` (TRAINSERVE_API_KEYS, or t
 generated into `<data dir>/api_key`). Errors are `{"detail": ...}`."""
 
 UPLOAD_PATH = "/v1/datasets"
+DETAIL_MAX = 4000  # characters of an error message; longer ones are cut (they echo input)
 HANDLED = (
     ServiceError,
     CatalogueError,
@@ -75,7 +78,19 @@ def error_response(exc: Exception) -> JSONResponse:
         code, detail = 503, "broker unavailable; try again shortly"
     else:
         code, detail = 500, "internal error"
-    return JSONResponse({"detail": detail}, status_code=code, headers=headers)
+    return JSONResponse({"detail": _printable(detail)}, status_code=code, headers=headers)
+
+
+def _printable(detail: Any) -> Any:
+    """A message that JSON in UTF-8 can carry (lone surrogates escaped) and of bounded size."""
+    if isinstance(detail, list):
+        return [_printable(item) for item in detail]
+    if isinstance(detail, dict):
+        return {key: _printable(value) for key, value in detail.items()}
+    if not isinstance(detail, str):
+        return detail
+    text = detail.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= DETAIL_MAX else text[:DETAIL_MAX] + "... (cut)"
 
 
 def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +107,56 @@ def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        exc = HTTPException(405, exc.detail, headers={"Allow": _allowed_methods(request)})
     return error_response(exc)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route on the request's path (Starlette's 405 names only those of
+    the first route that matched the path, and one path may have a route per method)."""
+    methods: set[str] = set()
+    for route in iter_routes(request.app):
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
+def iter_routes(app: FastAPI) -> Iterator[Any]:
+    """The application's routes, those of included routers too, each with its full `path`,
+    its `methods` and `matches(scope)` (FastAPI >= 0.130 keeps included routers nested)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: included routes are copied into app.routes
+        yield from app.routes
+        return
+    yield from iter_route_contexts(app.routes)
+
+
+class TrainserveAPI(FastAPI):
+    """FastAPI whose OpenAPI document gives every error response the `{"detail": ...}` schema."""
+
+    def openapi(self) -> dict[str, Any]:
+        return _document_errors(super().openapi())
+
+
+def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every 4xx/5xx response of every operation is `ErrorOut` as JSON (FastAPI's own 422,
+    `HTTPValidationError`, is replaced: this service's validation errors look different)."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for code, response in operation.get("responses", {}).items():
+                if code[:1] in ("4", "5"):
+                    response["content"] = error
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    if "ErrorOut" not in components:  # a service whose routes declare no error
+        out = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(out.pop("$defs", {}), ErrorOut=out)
+    return schema
 
 
 class GuardMiddleware:
@@ -160,7 +224,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             reaper.stop()
 
-    app = FastAPI(
+    app = TrainserveAPI(
         title="trainserve",
         version="1",
         description=DESCRIPTION,
@@ -180,5 +244,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(health.router)
     secured = [Depends(require_key)]
     for module in (catalogue, datasets, jobs, models):
-        app.include_router(module.router, prefix="/v1", dependencies=secured)
+        app.include_router(
+            module.router, prefix="/v1", dependencies=secured, responses=error_responses(401)
+        )
     return app

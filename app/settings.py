@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     max_predict_samples: int = Field(1024, ge=1)
     max_epochs: int = Field(10_000, ge=1)
     max_batch_size: int = Field(65_536, ge=1)
-    max_queued_jobs: int = Field(100, ge=1, description="queued jobs allowed at once")
+    max_queued_jobs: int = Field(100, ge=1, description="queued jobs per API key")
     max_job_seconds: int = Field(6 * 3600, ge=10, description="longest a job may run")
 
     # Workers and inference.

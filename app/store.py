@@ -63,12 +63,14 @@ class JobStore:
         def insert(session: Session) -> None:
             if max_queued is not None:
                 queued = session.scalar(
-                    select(func.count()).select_from(Job).where(Job.status == "queued")
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.status == "queued", Job.owner == owner)
                 )
                 if queued >= max_queued:
                     raise TooLarge(
-                        f"{queued} jobs are already queued, the limit is {max_queued} "
-                        "(TRAINSERVE_MAX_QUEUED_JOBS); wait for some to finish"
+                        f"{queued} jobs of this API key are already queued, the limit is "
+                        f"{max_queued} (TRAINSERVE_MAX_QUEUED_JOBS); wait for some to finish"
                     )
             session.add(job)
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from app.catalogue import all_datasets
 from app.deps import ServicesDep
-from app.schemas import ArchitectureOut, DatasetOut
+from app.schemas import ArchitectureOut, DatasetOut, error_responses
 from models.architectures import list_architectures
 
 router = APIRouter(tags=["catalogue"])
@@ -18,7 +18,7 @@ def architectures() -> list[ArchitectureOut]:
     return [ArchitectureOut(**arch.describe()) for arch in list_architectures()]
 
 
-@router.get("/datasets", response_model=list[DatasetOut])
+@router.get("/datasets", response_model=list[DatasetOut], responses=error_responses(503))
 def datasets(services: ServicesDep) -> list[DatasetOut]:
     """Built-in datasets (unavailable ones with `available: false` and the reason) and uploads."""
     return all_datasets(services)

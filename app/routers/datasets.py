@@ -13,7 +13,7 @@ from app.db import UploadedDataset
 from app.deps import ServicesDep
 from app.errors import Conflict, Invalid
 from app.names import SLUG_PATTERN, check_slug
-from app.schemas import DatasetOut
+from app.schemas import DatasetOut, error_responses
 from app.services import Services
 from app.weights import write_atomically
 from models.datasets import Dataset
@@ -67,11 +67,16 @@ def _store(services: Services, name: str, filename: str, data: bytes, target, ta
     "/datasets",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetOut,
-    responses={
-        400: {"description": "the file cannot be read as a dataset (CSV: the line says where)"},
-        409: {"description": "a dataset of this name exists"},
-        413: {"description": "the upload is over TRAINSERVE_MAX_UPLOAD_BYTES"},
-    },
+    responses=error_responses(
+        400,
+        409,
+        413,
+        422,
+        503,
+        e400="the file cannot be read as a dataset (CSV: the line says where)",
+        e409="a dataset of this name exists",
+        e413="the upload is over TRAINSERVE_MAX_UPLOAD_BYTES",
+    ),
 )
 async def upload_dataset(
     services: ServicesDep,

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from app.deps import ServicesDep
 from app.errors import Unavailable
-from app.schemas import Health, Readiness
+from app.schemas import Health, Readiness, error_responses
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _check_broker(services: Services) -> str | None:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"description": "the job store or the broker does not answer"}},
+    responses=error_responses(503, e503="the job store or the broker does not answer"),
 )
 def readyz(services: ServicesDep) -> Readiness:
     """200 when the job store and the broker answer, else 503 naming which one does not."""

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from kombu.exceptions import OperationalError as BrokerError
 
 from app.catalogue import validate_job
 from app.deps import KeyDep, ServicesDep, StoreDep
-from app.errors import Conflict, NotFound, TooLarge, Unavailable
-from app.schemas import History, JobList, JobOut, JobRequest, Status
+from app.errors import Conflict, Invalid, NotFound, TooLarge, Unavailable
+from app.schemas import History, JobList, JobOut, JobRequest, Status, error_responses
 from app.services import Services
 from app.store import TERMINAL
 
@@ -23,14 +24,21 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 JOB_ID_MAX = 64
-QUEUE_FULL_RETRY_S = "30"
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 POLL_S = 0.5  # how often an event stream reads the job
 KEEPALIVE_S = 15.0
 
 
+JobId = Annotated[str, Path(description="a job id, as returned by POST /v1/jobs")]
+NOT_FOUND = error_responses(404, 503, e404="no such job")
+
+
 def check_job_id(job_id: str) -> str:
-    if len(job_id) > JOB_ID_MAX:
-        raise NotFound(f"job '{job_id[:JOB_ID_MAX]}...' does not exist")
+    """Ids are short runs of letters, digits, '_' and '-': anything else names no job (and never
+    reaches the job store)."""
+    if not JOB_ID.fullmatch(job_id):
+        shown = job_id[:JOB_ID_MAX].encode("unicode_escape").decode("ascii")
+        raise NotFound(f"job '{shown}' does not exist (job ids are what POST /v1/jobs returned)")
     return job_id
 
 
@@ -39,11 +47,21 @@ def check_job_id(job_id: str) -> str:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
     responses={
-        200: {"description": "a job with this Idempotency-Key exists: it is returned as is"},
-        409: {"description": "the Idempotency-Key was used for a different request"},
-        422: {"description": "the request fails validation against the catalogue or limits"},
-        429: {"description": "too many jobs are queued (TRAINSERVE_MAX_QUEUED_JOBS)"},
-        503: {"description": "the job store or the broker is down"},
+        200: {
+            "model": JobOut,
+            "description": "a job with this Idempotency-Key exists: it is returned as is",
+        },
+        **error_responses(
+            400,
+            409,
+            413,
+            422,
+            503,
+            e409="the Idempotency-Key was used for a different request",
+            e422="the request fails validation against the catalogue or a limit "
+            "(TRAINSERVE_MAX_EPOCHS, TRAINSERVE_MAX_BATCH_SIZE, TRAINSERVE_MAX_QUEUED_JOBS, ...)",
+            e503="the job store or the broker is down",
+        ),
     },
 )
 def submit_job(
@@ -70,8 +88,8 @@ def submit_job(
             idempotency_key=idempotency_key,
             max_queued=services.settings.max_queued_jobs,
         )
-    except TooLarge as exc:  # the store's queue limit: a temporary condition, not a body size
-        raise HTTPException(429, exc.detail, headers={"Retry-After": QUEUE_FULL_RETRY_S}) from None
+    except TooLarge as exc:  # the store's per-key queue limit: a request over a limit, 422
+        raise Invalid(exc.detail) from None
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
         if job.request != request:
@@ -100,7 +118,7 @@ def _enqueue(services: Services, job_id: str) -> None:
         ) from None
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=error_responses(422, 503))
 def list_jobs(
     store: StoreDep,
     status_: Annotated[Status | None, Query(alias="status")] = None,
@@ -113,14 +131,14 @@ def list_jobs(
     return JobList(items=[JobOut.from_row(job) for job in jobs], total=total)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "no such job"}})
-def get_job(job_id: str, store: StoreDep) -> JobOut:
+@router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
+def get_job(job_id: JobId, store: StoreDep) -> JobOut:
     """One job: status, progress, latest metrics, error, model version."""
     return JobOut.from_row(store.get_job(check_job_id(job_id)))
 
 
-@router.get("/{job_id}/metrics", response_model=History, responses={404: {"description": "-"}})
-def job_metrics(job_id: str, store: StoreDep) -> History:
+@router.get("/{job_id}/metrics", response_model=History, responses=NOT_FOUND)
+def job_metrics(job_id: JobId, store: StoreDep) -> History:
     """One row per evaluation (every eval_every epochs and the last epoch)."""
     return History(history=store.history(check_job_id(job_id)))
 
@@ -129,9 +147,9 @@ def job_metrics(job_id: str, store: StoreDep) -> History:
     "/{job_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses={404: {"description": "no such job"}, 409: {"description": "the job ended"}},
+    responses=error_responses(404, 409, 503, e404="no such job", e409="the job has ended"),
 )
-def cancel_job(job_id: str, store: StoreDep) -> JobOut:
+def cancel_job(job_id: JobId, store: StoreDep) -> JobOut:
     """A queued job is never started; a running one stops within one epoch, ending `cancelled`."""
     return JobOut.from_row(store.cancel(check_job_id(job_id)))
 
@@ -164,10 +182,10 @@ async def _job_events(request: Request, store, job_id: str, poll_s: float):
             "status, progress or metrics change; the stream ends after a terminal status",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        404: {"description": "no such job"},
+        **NOT_FOUND,
     },
 )
-async def job_events(job_id: str, request: Request, store: StoreDep) -> StreamingResponse:
+async def job_events(job_id: JobId, request: Request, store: StoreDep) -> StreamingResponse:
     """Follow a job as server-sent events."""
     await run_in_threadpool(store.get_job, check_job_id(job_id))  # a 404 before streaming
     poll_s = getattr(request.app.state, "events_poll_s", POLL_S)

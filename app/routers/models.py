@@ -10,32 +10,43 @@ from fastapi.concurrency import run_in_threadpool
 from app import inference
 from app.deps import CacheDep, ServicesDep, StoreDep
 from app.errors import NotFound
-from app.names import is_slug
-from app.schemas import ModelDetail, ModelOut, PredictRequest, PredictResponse, VersionOut
+from app.names import SLUG_PATTERN, is_slug, shown
+from app.schemas import (
+    ModelDetail,
+    ModelOut,
+    PredictRequest,
+    PredictResponse,
+    VersionOut,
+    error_responses,
+)
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 VERSION_MAX = 2**31 - 1
 Version = Annotated[int, Path(ge=1, le=VERSION_MAX, description="a version number")]
-NOT_FOUND = {404: {"description": "no such model or version"}}
-UNAVAILABLE = {503: {"description": "the stored weights are missing or fail their sha256 check"}}
+Name = Annotated[
+    str,
+    Path(description="a model name (a slug)", json_schema_extra={"pattern": SLUG_PATTERN}),
+]
+NOT_FOUND = error_responses(404, 503, e404="no such model or version")
+UNAVAILABLE = "the stored weights are missing, corrupt or not safetensors (or the job store is down)"
 
 
 def check_name(name: str) -> str:
     """A path name that is not a slug names no model (and never reaches the file system)."""
     if not is_slug(name):
-        raise NotFound(f"model '{name[:64]}' does not exist (model names are slugs)")
+        raise NotFound(f"model {shown(name)} does not exist (model names are slugs)")
     return name
 
 
-@router.get("", response_model=list[ModelOut])
+@router.get("", response_model=list[ModelOut], responses=error_responses(503))
 def list_models(store: StoreDep) -> list[ModelOut]:
     """Models with at least one version, by name."""
     return [ModelOut.model_validate(m, from_attributes=True) for m in store.list_models()]
 
 
 @router.get("/{name}", response_model=ModelDetail, responses=NOT_FOUND)
-def get_model(name: str, store: StoreDep) -> ModelDetail:
+def get_model(name: Name, store: StoreDep) -> ModelDetail:
     """A model and its versions (metrics, input shape, task, classes)."""
     model, versions = store.get_model(check_name(name))
     return ModelDetail(
@@ -52,14 +63,20 @@ def get_model(name: str, store: StoreDep) -> ModelDetail:
     "/{name}/predict",
     response_model=PredictResponse,
     response_model_exclude_none=True,
-    responses={
-        **NOT_FOUND,
-        422: {"description": "a sample has the wrong shape, NaN or infinity, or too many"},
-        **UNAVAILABLE,
-    },
+    responses=error_responses(
+        400,
+        404,
+        413,
+        422,
+        503,
+        e404="no such model or version",
+        e422="a sample has the wrong shape, NaN or infinity, or there are too many "
+        "(TRAINSERVE_MAX_PREDICT_SAMPLES)",
+        e503=UNAVAILABLE,
+    ),
 )
 async def predict(
-    name: str,
+    name: Name,
     body: PredictRequest,
     request: Request,
     services: ServicesDep,
@@ -85,11 +102,10 @@ async def predict(
             "and the preprocessing statistics in the metadata (key 'trainserve')",
             "content": {"application/octet-stream": {"schema": {"type": "string"}}},
         },
-        **NOT_FOUND,
-        **UNAVAILABLE,
+        **error_responses(404, 422, 503, e404="no such model or version", e503=UNAVAILABLE),
     },
 )
-def download_weights(name: str, version: Version, services: ServicesDep) -> Response:
+def download_weights(name: Name, version: Version, services: ServicesDep) -> Response:
     """Download one version's `.safetensors` file."""
     row = services.store.get_version(check_name(name), version)
     data = inference.verified_weights(services, row)

@@ -160,16 +160,16 @@ def test_idempotency_keys_are_scoped_by_api_key(tmp_path):
         assert len(ids) == 2
 
 
-def test_queue_limit_is_a_429(tmp_path):
+def test_queue_limit_is_a_422_naming_the_limit(tmp_path):
     from app.main import create_app
     from tests.app.conftest import AUTH, make_settings
 
     with TestClient(create_app(make_settings(tmp_path, max_queued_jobs=1)), headers=AUTH) as client:
         assert submit(client).status_code == 202
         response = submit(client)
-        assert response.status_code == 429
-        assert "TRAINSERVE_MAX_QUEUED_JOBS" in response.json()["detail"]
-        assert response.headers["retry-after"]
+        assert response.status_code == 422
+        detail = response.json()["detail"]
+        assert "limit is 1" in detail and "TRAINSERVE_MAX_QUEUED_JOBS" in detail
 
 
 def test_list_filter_and_paginate(client: TestClient, services: Services):

@@ -133,11 +133,12 @@ def test_idempotency_key_makes_one_job_under_concurrency(store):
     assert created and other.id != results[0][0].id
 
 
-def test_queue_limit(store):
-    store.create_job(REQUEST, max_queued=2)
-    store.create_job(REQUEST, max_queued=2)
+def test_queue_limit_is_per_key(store):
+    store.create_job(REQUEST, owner="a", max_queued=2)
+    store.create_job(REQUEST, owner="a", max_queued=2)
     with pytest.raises(TooLarge, match="limit is 2"):
-        store.create_job(REQUEST, max_queued=2)
+        store.create_job(REQUEST, owner="a", max_queued=2)
+    assert store.create_job(REQUEST, owner="b", max_queued=2)[1]
 
 
 def test_stale_running_jobs_are_found(store):

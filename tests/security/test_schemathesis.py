@@ -1,0 +1,144 @@
+"""Schemathesis against the served OpenAPI document, with every check it has.
+
+The app is the real one (`create_app`: SQLite and a fresh data dir, the in-memory broker), called
+in-process over ASGI. Every phase that runs per operation runs (examples, coverage, fuzzing), in
+positive and negative mode, and every check is on: no 5xx, status codes, content types, headers
+and bodies as declared, negative data rejected, the Bearer key enforced (`ignored_auth` sends the
+request without it and expects the declared 401), `Allow` on 405s. A published model version and
+a finished job are seeded, and the document's path parameters get them as examples, so routes
+with path parameters get real hits too. A stateful run follows links between operations.
+
+The one tuning: `positive_data_acceptance` also accepts 400/422 where a schema-valid request
+can still be refused by the server's state or the content (an architecture that does not fit a
+dataset, a file that is not a CSV, a sample of another model's shape): the document cannot say
+those, and API.md requires them to be 4xx.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
+import hypothesis
+import pytest
+import schemathesis
+from hypothesis import HealthCheck
+from schemathesis.python.asgi import shutdown_lifespans
+
+from app.main import create_app
+from tests.app.conftest import AUTH, make_settings, publish
+from tests.app.test_models import BOSTON_ROW
+from tests.app.test_models import __name__ as _  # noqa: F401 - BOSTON_ROW's module, imported
+from models.training import TrainingConfig, run_training
+
+MAX_EXAMPLES = 40  # per operation and phase; the whole module runs in about a minute on 2 cores
+STATEFUL_STEPS = 6
+
+DATA_DIR = Path(tempfile.mkdtemp(prefix="trainserve-schemathesis-"))
+atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)
+SETTINGS = make_settings(DATA_DIR, max_queued_jobs=1_000_000)
+APP = create_app(SETTINGS)
+APP.state.events_poll_s = 0.01
+
+# Where a schema-valid request may still be refused for what the document cannot describe.
+SEMANTIC_REFUSALS = {
+    ("POST", "/v1/jobs"): ["422"],  # catalogue: names, task, parameters, limits
+    ("POST", "/v1/datasets"): ["400", "422"],  # the file's content
+    ("POST", "/v1/models/{name}/predict"): ["422"],  # samples of the model's input shape
+}
+POSITIVE_DEFAULT = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
+
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "headers": AUTH,
+        "request-timeout": 10,
+        "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
+        "operations": [
+            {
+                "include-method": method,
+                "include-path": path,
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": POSITIVE_DEFAULT + extra}
+                },
+            }
+            for (method, path), extra in SEMANTIC_REFUSALS.items()
+        ]
+        + [
+            # A stream of a job that has not ended does not end: read what comes in a second.
+            {"include-path": "/v1/jobs/{job_id}/events", "request-timeout": 1},
+        ],
+    }
+)
+
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG)  # starts the app
+
+
+def _seed() -> dict[str, str]:
+    """A published model version (and so a succeeded job) and a queued job."""
+    services = APP.state.services
+    result = run_training(
+        TrainingConfig(architecture="house_prices_mlp", dataset="boston_housing", epochs=1)
+    )
+    publish(services, "house-prices", result)
+    succeeded = services.store.list_jobs(status="succeeded", model_name=None, limit=1, offset=0)
+    return {"job_id": succeeded[0][0].id, "name": "house-prices", "version": "1"}
+
+
+SEEDED = _seed()
+
+
+def _add_examples(raw: dict) -> None:
+    """The seeded ids as examples of the path parameters (in this test's copy of the document),
+    and a sample of the seeded model's input shape as an example of a prediction."""
+    for operations in raw["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] in SEEDED:
+                    parameter["example"] = SEEDED[parameter["name"]]
+    predict = raw["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]["content"]
+    predict["application/json"]["example"] = {"inputs": [BOSTON_ROW, [0.5] * 13]}
+
+
+_add_examples(schema.raw_schema)
+
+SETTINGS_ = hypothesis.settings(
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_app():
+    yield
+    shutdown_lifespans()  # the app's lifespan (its reaper) ends with this module
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+@schema.parametrize()
+@SETTINGS_
+def test_every_operation_conforms(case):
+    case.call_and_validate()
+
+
+StateMachine = schema.as_state_machine()
+
+
+def test_stateful_sequences_conform():
+    StateMachine.run(
+        settings=hypothesis.settings(
+            SETTINGS_, max_examples=MAX_EXAMPLES // 4, stateful_step_count=STATEFUL_STEPS
+        )
+    )
+
+
+def test_the_seeded_state_is_reachable():
+    """The seeded examples are real: the document's examples hit a model and a job."""
+    client = schemathesis.python.asgi.get_client(APP)
+    client.headers.update(AUTH)
+    assert client.get(f"/v1/jobs/{SEEDED['job_id']}").json()["status"] == "succeeded"
+    assert client.get("/v1/models/house-prices/versions/1/weights").status_code == 200
+    without_key = schemathesis.python.asgi.get_client(APP)
+    assert without_key.get("/v1/models/house-prices").status_code == 401
