@@ -58,6 +58,29 @@ class StoreProgress(Callback):
         self.store.record_evaluation(self.job_id, self.lease, row)
 
 
+class JobTimeout(Exception):
+    """The job ran past the configured limit (TRAINSERVE_MAX_JOB_SECONDS)."""
+
+
+class Deadline(Callback):
+    """Stops a run that takes longer than `seconds` (checked at each epoch's end)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._start = time.monotonic()
+
+    def on_fit_start(self, trainer) -> None:
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, trainer, epoch: int, train_loss: float) -> None:
+        if time.monotonic() - self._start > self.seconds:
+            raise JobTimeout(
+                f"the job ran longer than the limit of {self.seconds:.0f} s "
+                f"(TRAINSERVE_MAX_JOB_SECONDS) and was stopped at epoch {epoch}; "
+                "ask for fewer epochs or a smaller model"
+            )
+
+
 class Heartbeat:
     """Refreshes the job's heartbeat from a thread, so a long epoch does not look like a crash."""
 

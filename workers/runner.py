@@ -14,7 +14,7 @@ from models.callbacks import Checkpointing
 from models.errors import CatalogueError, DataFormatError, DatasetUnavailableError
 from models.training import TrainingConfig, TrainingResult, run_training
 from models.uploads import parse_npz
-from workers.progress import Heartbeat, Interrupted, StoreProgress
+from workers.progress import Deadline, Heartbeat, Interrupted, JobTimeout, StoreProgress
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
     checkpoints = services.checkpoint_dir(job_id)
     checkpointing = Checkpointing(checkpoints, every=settings.checkpoint_every, keep=2)
     progress = StoreProgress(store, job_id, lease, checkpointing)
-    callbacks = [checkpointing, progress]
+    callbacks = [checkpointing, progress, Deadline(settings.max_job_seconds)]
     try:
         with Heartbeat(store, job_id, lease, settings.heartbeat_seconds):
             result = run_training(
@@ -59,7 +59,7 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
         if store.requeue(job_id, lease):
             services.enqueue(job_id)
         return "requeued"
-    except USER_ERRORS as exc:
+    except (JobTimeout, *USER_ERRORS) as exc:
         return _fail(services, job_id, lease, str(exc))
     except torch.cuda.OutOfMemoryError:
         return _fail(

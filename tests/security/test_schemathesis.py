@@ -30,7 +30,6 @@ from schemathesis.python.asgi import shutdown_lifespans
 from app.main import create_app
 from tests.app.conftest import AUTH, make_settings, publish
 from tests.app.test_models import BOSTON_ROW
-from tests.app.test_models import __name__ as _  # noqa: F401 - BOSTON_ROW's module, imported
 from models.training import TrainingConfig, run_training
 
 MAX_EXAMPLES = 40  # per operation and phase; the whole module runs in about a minute on 2 cores

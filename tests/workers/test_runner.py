@@ -1,0 +1,95 @@
+"""The worker's job runner, in-process against a real SQLite store and weight store."""
+
+import pytest
+
+from app.services import build_services
+from app.settings import Settings
+from models.checkpoint import read_card
+from workers.progress import StoreProgress, shutdown_requested
+from workers.runner import run_job
+
+BOSTON = {
+    "model_name": "house",
+    "architecture": "house_prices_mlp",
+    "dataset": "boston_housing",
+    "optimizer": {"name": "adam", "lr": 0.01},
+    "epochs": 6,
+    "eval_every": 2,
+    "device": "cpu",
+}
+
+
+@pytest.fixture
+def services(tmp_path):
+    settings = Settings(
+        data_dir=tmp_path, broker_url="memory://", database_url=f"sqlite:///{tmp_path}/j.db"
+    )
+    return build_services(settings)
+
+
+def test_a_job_trains_publishes_and_cleans_up(services):
+    job, _ = services.store.create_job(BOSTON)
+    assert run_job(job.id, services, worker="w1") == "succeeded"
+    done = services.store.get_job(job.id)
+    assert (done.status, done.model_version, done.worker) == ("succeeded", 1, "w1")
+    assert [row["epoch"] for row in services.store.history(job.id)] == [2, 4, 6]
+    version = services.store.get_version("house", 1)
+    card = read_card(services.weights.get("house", 1))
+    assert card.architecture == "house_prices_mlp" and version.input_shape == [13]
+    assert not services.checkpoint_dir(job.id).exists()
+
+
+def test_a_second_delivery_does_nothing(services):
+    job, _ = services.store.create_job(BOSTON)
+    run_job(job.id, services)
+    assert run_job(job.id, services) == "skipped"
+    assert services.store.get_job(job.id).attempts == 1
+
+
+def test_a_user_error_fails_the_job_with_a_message(services):
+    job, _ = services.store.create_job({**BOSTON, "dataset": "mnist"})
+    assert run_job(job.id, services) == "failed"
+    error = services.store.get_job(job.id).error
+    assert "downloads are disabled" in error and "Traceback" not in error
+
+
+def test_the_run_time_limit_stops_the_job(services):
+    services.settings.max_job_seconds = 0
+    job, _ = services.store.create_job(BOSTON)
+    assert run_job(job.id, services) == "failed"
+    error = services.store.get_job(job.id).error
+    assert "limit of 0 s (TRAINSERVE_MAX_JOB_SECONDS)" in error
+    assert "epoch 1" in error
+
+
+def test_a_cancel_stops_the_running_job(services, monkeypatch):
+    job, _ = services.store.create_job({**BOSTON, "epochs": 500})
+    original = StoreProgress.on_epoch_end
+
+    def cancel_at_epoch_3(self, trainer, epoch, loss):
+        if epoch == 3:
+            services.store.cancel(job.id)
+            self._last_write = 0.0  # the next write reads the cancel flag
+        original(self, trainer, epoch, loss)
+
+    monkeypatch.setattr(StoreProgress, "on_epoch_end", cancel_at_epoch_3)
+    assert run_job(job.id, services) == "cancelled"
+    ended = services.store.get_job(job.id)
+    assert ended.status == "cancelled" and ended.model_version is None
+    assert ended.epoch < 10
+
+
+def test_shutdown_checkpoints_and_requeues(services, monkeypatch):
+    job, _ = services.store.create_job(BOSTON)
+    sent = []
+    monkeypatch.setattr(services, "enqueue", sent.append)
+    shutdown_requested.set()
+    try:
+        assert run_job(job.id, services) == "requeued"
+    finally:
+        shutdown_requested.clear()
+    assert services.store.get_job(job.id).status == "queued"
+    assert sent == [job.id]
+    assert list(services.checkpoint_dir(job.id).glob("*.ckpt"))
+    assert run_job(job.id, services) == "succeeded"  # resumes from the checkpoint
+    assert [row["epoch"] for row in services.store.history(job.id)] == [2, 4, 6]
