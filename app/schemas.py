@@ -33,9 +33,10 @@ ModelName = Annotated[
 
 
 class RequestModel(BaseModel):
-    """Requests refuse unknown fields and NaN or infinite numbers."""
+    """Requests refuse unknown fields, NaN or infinite numbers, and values of another JSON type
+    (strict: `true` or `"10"` or `10.0` is not an integer, `1` is not a string)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class OptimizerIn(RequestModel):

@@ -151,9 +151,6 @@ class Checkpointing(Callback):
         self.directory, self.every, self.keep = Path(directory), every, keep
         self._saved: tuple[int, int] | None = None
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-
     def on_epoch_end(self, trainer: Trainer, epoch: int, train_loss: float) -> None:
         if epoch % self.every == 0:
             self.save(trainer)
@@ -164,6 +161,7 @@ class Checkpointing(Callback):
 
     def save(self, trainer: Trainer) -> Path:
         """Write a checkpoint of `trainer` now and prune old ones; returns its path."""
+        self.directory.mkdir(parents=True, exist_ok=True)
         path = save_checkpoint(
             trainer.state_dict(), self.directory / f"epoch-{trainer.epoch:06d}.ckpt"
         )

@@ -31,6 +31,19 @@ KEEPALIVE_S = 15.0
 
 JobId = Annotated[str, Path(description="a job id, as returned by POST /v1/jobs")]
 NOT_FOUND = error_responses(404, 503, e404="no such job")
+JOB_EVENT = {  # one server-sent event (OpenAPI 3.1: the schema of an event stream is per event)
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["job"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/JobOut"},
+            "description": "the job, as GET /v1/jobs/{job_id} returns it",
+        },
+    },
+    "required": ["event", "data"],
+}
 
 
 def check_job_id(job_id: str) -> str:
@@ -71,7 +84,13 @@ def submit_job(
     owner: KeyDep,
     idempotency_key: Annotated[
         str | None,
-        Header(max_length=255, description="repeat a submission safely: same key, same job"),
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x20-\x7e]+$",
+            description="repeat a submission safely: same key, same job (1-255 printable ASCII "
+            "characters, scoped to the API key)",
+        ),
     ] = None,
 ) -> JobOut:
     """Validate against the catalogue, commit a queued job, then send it to the workers.
@@ -180,7 +199,7 @@ async def _job_events(request: Request, store, job_id: str, poll_s: float):
         200: {
             "description": "`event: job` with the job as JSON data, first at once, then whenever "
             "status, progress or metrics change; the stream ends after a terminal status",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": JOB_EVENT}},
         },
         **NOT_FOUND,
     },

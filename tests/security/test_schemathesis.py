@@ -25,14 +25,18 @@ import hypothesis
 import pytest
 import schemathesis
 from hypothesis import HealthCheck
+from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis.python.asgi import shutdown_lifespans
+from sqlalchemy import delete
 
+from app.db import Job, JobEvaluation, UploadedDataset, make_engine
 from app.main import create_app
-from tests.app.conftest import AUTH, make_settings, publish
+from tests.app.conftest import AUTH, KEY, make_settings, publish
 from tests.app.test_models import BOSTON_ROW
 from models.training import TrainingConfig, run_training
 
-MAX_EXAMPLES = 40  # per operation and phase; the whole module runs in about a minute on 2 cores
+MAX_EXAMPLES = 1000  # per operation and phase; the whole module runs in about a minute on 2 cores
+STATEFUL_SCENARIOS = 300
 STATEFUL_STEPS = 6
 
 DATA_DIR = Path(tempfile.mkdtemp(prefix="trainserve-schemathesis-"))
@@ -51,13 +55,12 @@ POSITIVE_DEFAULT = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 
 CONFIG = schemathesis.Config.from_dict(
     {
-        "headers": AUTH,
+        "auth": {"openapi": {"HTTPBearer": {"bearer": KEY}}},
         "request-timeout": 10,
         "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
         "operations": [
             {
-                "include-method": method,
-                "include-path": path,
+                "include-name": f"{method} {path}",
                 "checks": {
                     "positive_data_acceptance": {"expected-statuses": POSITIVE_DEFAULT + extra}
                 },
@@ -119,18 +122,63 @@ def _stop_the_app():
 @schema.parametrize()
 @SETTINGS_
 def test_every_operation_conforms(case):
+    CALLS["operations"] += 1
     case.call_and_validate()
 
 
-StateMachine = schema.as_state_machine()
+def _reset_state() -> None:
+    """Back to the seeded state: no jobs but the seeded one, no uploaded datasets (a stateful
+    scenario then gets the same answers whenever Hypothesis replays it)."""
+    engine = make_engine(SETTINGS.effective_database_url)
+    with engine.begin() as connection:
+        kept = Job.id != SEEDED["job_id"]
+        connection.execute(delete(JobEvaluation).where(JobEvaluation.job_id != SEEDED["job_id"]))
+        connection.execute(delete(Job).where(kept))
+        connection.execute(delete(UploadedDataset))
+    engine.dispose()
+    for path in SETTINGS.uploads_dir.glob("*"):
+        path.unlink()
+
+
+FOUND: list[BaseException] = []  # check failures the state machine ran into
+CALLS: dict[str, int] = {"stateful": 0, "operations": 0}
+
+
+class Workflow(schema.as_state_machine()):
+    def setup(self) -> None:
+        _reset_state()
+
+    def after_call(self, response, case) -> None:
+        CALLS["stateful"] += 1
+
+    def validate_response(self, response, case, additional_checks=None, **kwargs) -> None:
+        try:
+            super().validate_response(response, case, additional_checks, **kwargs)
+        except Exception as exc:
+            FOUND.append(exc)
+            raise
 
 
 def test_stateful_sequences_conform():
-    StateMachine.run(
-        settings=hypothesis.settings(
-            SETTINGS_, max_examples=MAX_EXAMPLES // 4, stateful_step_count=STATEFUL_STEPS
-        )
+    settings = hypothesis.settings(
+        SETTINGS_,
+        max_examples=STATEFUL_SCENARIOS,
+        stateful_step_count=STATEFUL_STEPS,
+        # A failure is reported as found: replaying a sequence need not redraw the same data
+        # (generation learns from the server's answers), so there is no shrinking.
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
     )
+    try:
+        Workflow.run(settings=settings)
+    except FlakyStrategyDefinition:
+        print("FLAKY")
+        # Hypothesis stops when a replayed prefix draws differently; as schemathesis' own
+        # runner does, that is no failure: the check failures are in FOUND.
+        pass
+    print("STATEFUL", CALLS)
+    assert not FOUND, FOUND[0]
+    assert CALLS["stateful"] >= STATEFUL_SCENARIOS  # it did run sequences
+    _reset_state()
 
 
 def test_the_seeded_state_is_reachable():
