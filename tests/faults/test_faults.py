@@ -7,7 +7,9 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from kombu import Connection, Exchange, Producer
+from safetensors.torch import load as load_tensors
 
 from tests.e2e.processes import wait_for_job, wait_until
 
@@ -48,6 +50,12 @@ def wait_for_epoch(client, job_id, epoch, timeout=60):
     return wait_until(reached, timeout, f"job {job_id} to reach epoch {epoch}", 0.1)
 
 
+def weights(client, model_name):
+    response = client.get(f"/v1/models/{model_name}/versions/1/weights")
+    assert response.status_code == 200
+    return load_tensors(response.content)
+
+
 def assert_complete_history(client, job_id, epochs=EPOCHS):
     history = client.get(f"/v1/jobs/{job_id}/metrics").json()["history"]
     assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
@@ -69,6 +77,15 @@ def test_killed_worker_job_resumes_from_checkpoint_on_another_worker(service):
         assert "resuming from" in second.output()
         assert_complete_history(client, job_id)
         assert client.get("/v1/models/slow").json()["latest_version"] == 1
+
+        # The same request, never interrupted, ends with exactly the same weights.
+        reference = submit(client, model_name="slow-reference")
+        assert wait_for_job(client, reference, DONE, timeout=120)["status"] == "succeeded"
+        resumed = weights(client, "slow")
+        uninterrupted = weights(client, "slow-reference")
+        assert resumed.keys() == uninterrupted.keys()
+        for name in resumed:
+            assert torch.equal(resumed[name], uninterrupted[name]), name
 
 
 def test_a_job_that_kills_every_worker_ends_failed_with_a_message(service):
