@@ -67,6 +67,30 @@ def match_key(candidate: str, keys: list[str]) -> str | None:
     return found
 
 
+MISSING_KEY = "missing API key: send the header 'Authorization: Bearer <key>'"
+WRONG_KEY = "invalid API key: use one of TRAINSERVE_API_KEYS or the key in <data dir>/api_key"
+
+
+class KeyRefused(Exception):
+    """No or a wrong API key: the 401's message and its WWW-Authenticate header."""
+
+    def __init__(self, detail: str, challenge: str) -> None:
+        super().__init__(detail)
+        self.detail, self.challenge = detail, challenge
+
+
+def owner_of_authorization(header: str | None, keys: list[str]) -> str:
+    """The owner of the key in an `Authorization: Bearer <key>` header; KeyRefused otherwise."""
+    scheme, _, token = (header or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise KeyRefused(MISSING_KEY, "Bearer")
+    key = match_key(token, keys)
+    if key is None:
+        raise KeyRefused(WRONG_KEY, 'Bearer error="invalid_token"')
+    return owner_of(key)
+
+
 def owner_of(key: str) -> str:
     """A short, stable, non-reversible id of a key (the owner of the jobs it submits)."""
     return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -13,11 +13,11 @@ import torch
 
 from app.db import UploadedDataset
 from app.errors import Invalid
-from app.names import is_slug
+from app.names import is_slug, shown
 from app.schemas import DatasetOut, JobRequest
 from app.services import Services
 from app.settings import Settings
-from models.architectures import get_architecture
+from models.architectures import get_architecture, list_architectures
 from models.datasets import get_dataset, list_datasets
 from models.errors import CatalogueError, DatasetUnavailableError
 from models.optim import make_optimizer
@@ -70,7 +70,7 @@ def _dataset_shape(
     if row is None:
         known = [spec.name for spec in list_datasets()]
         known += [r.name for r in services.store.list_datasets()]
-        raise CatalogueError(f"dataset '{name}' is unknown; known: {', '.join(known)}")
+        raise CatalogueError(f"dataset {shown(name)} is unknown; known: {', '.join(known)}")
     if params:
         raise CatalogueError(f"uploaded dataset '{name}' takes no dataset_params")
     return row.task, tuple(row.input_shape), row.n_classes or 1
@@ -83,12 +83,18 @@ def check_limits(request: JobRequest, settings: Settings) -> None:
     )
     for field, value, limit, variable in limits:
         if value > limit:
-            raise Invalid(f"{field} {value} is over the limit of {limit} ({variable})")
+            given = value if value < 10**12 else f"of {len(str(value))} digits"
+            raise Invalid(f"{field} {given} is over the limit of {limit} ({variable})")
 
 
 def validate_job(request: JobRequest, services: Services) -> dict[str, Any]:
     """The full request to store (defaults and the loss filled in), or a 422 naming the problem."""
     check_limits(request, services.settings)
+    known = [arch.name for arch in list_architectures()]
+    if request.architecture not in known:  # the name quoted with escapes (no RTL tricks)
+        raise CatalogueError(
+            f"architecture {shown(request.architecture)} is unknown; known: {', '.join(known)}"
+        )
     task, input_shape, output_size = _dataset_shape(
         services, request.dataset, request.dataset_params
     )

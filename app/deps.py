@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.auth import match_key, owner_of
+from app.auth import KeyRefused, owner_of_authorization
 from app.inference import ModelCache
 from app.services import Services
 from app.settings import Settings
@@ -47,21 +47,24 @@ def require_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str:
-    """The owner (a short hash) of the request's API key; 401 when it is missing or wrong."""
-    if credentials is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing API key: send the header 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    key = match_key(credentials.credentials, request.app.state.api_keys)
-    if key is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "invalid API key: use one of TRAINSERVE_API_KEYS or the key in <data dir>/api_key",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    return owner_of(key)
+    """The owner (a short hash) of the request's API key; 401 when it is missing or wrong.
+
+    (app.main's middleware has already refused a /v1 request without a valid key before its
+    body was read; this dependency declares the scheme in the OpenAPI document and gives the
+    owner.)"""
+    header = f"Bearer {credentials.credentials}" if credentials is not None else None
+    try:
+        return owner_of_authorization(header, request.app.state.api_keys)
+    except KeyRefused as refused:
+        raise unauthorized(refused) from None
+
+
+def unauthorized(refused: KeyRefused) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        refused.detail,
+        headers={"WWW-Authenticate": refused.challenge},
+    )
 
 
 KeyDep = Annotated[str, Depends(require_key)]

@@ -22,8 +22,9 @@ import anyio.to_thread
 from app.db import ModelVersion
 from app.errors import Unavailable
 from app.services import Services
+from models.checkpoint import read_card
 from models.errors import CheckpointError
-from models.predictor import Predictor, check_inputs
+from models.predictor import InputError, Predictor, check_inputs
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ class ModelCache:
 def load_predictor(services: Services, row: ModelVersion) -> tuple[Predictor, int]:
     """Read a version's weights, verify them against the row, and build the predictor."""
     what = f"model '{row.model_name}' version {row.version}"
-    if row.corrupt:
-        raise Unavailable(f"{what} is marked corrupt; retrain it or use another version")
     data = verified_weights(services, row)
     try:
         predictor = Predictor.from_bytes(data)
@@ -106,8 +105,11 @@ def load_predictor(services: Services, row: ModelVersion) -> tuple[Predictor, in
 
 
 def verified_weights(services: Services, row: ModelVersion) -> bytes:
-    """The stored bytes of a version, checked against its sha256 (for downloads)."""
+    """The stored bytes of a version, checked against its sha256 and checked to be a trainserve
+    safetensors file (its header only: nothing is unpickled, ever). Used for downloads too."""
     what = f"model '{row.model_name}' version {row.version}"
+    if row.corrupt:
+        raise Unavailable(f"{what} is marked corrupt; retrain it or use another version")
     try:
         data = services.weights.get(row.model_name, row.version)
     except FileNotFoundError:
@@ -116,6 +118,15 @@ def verified_weights(services: Services, row: ModelVersion) -> bytes:
         log.error("%s: weights fail their sha256 check; marking the version corrupt", what)
         services.store.mark_corrupt(row.model_name, row.version)
         raise Unavailable(f"the weights of {what} are corrupt (sha256 mismatch); retrain it")
+    try:
+        read_card(data)
+    except CheckpointError as exc:
+        log.error("%s: stored weights are not safetensors (%s); marking it corrupt", what, exc)
+        services.store.mark_corrupt(row.model_name, row.version)
+        raise Unavailable(
+            f"the weights of {what} are not a trainserve safetensors file ({exc}); they are "
+            "refused, never unpickled: retrain it"
+        ) from None
     return data
 
 
@@ -127,11 +138,16 @@ async def predict(
     inputs: list[Any],
 ) -> dict[str, Any]:
     """Validate `inputs`, run the model in a worker thread (bounded by `limiter`), answer."""
+    max_samples = services.settings.max_predict_samples
+    if len(inputs) > max_samples:
+        raise InputError(
+            f"too many samples: {len(inputs)} > the limit of {max_samples} "
+            "(TRAINSERVE_MAX_PREDICT_SAMPLES); send them in several requests"
+        )
     key = (row.model_name, row.version)
     predictor = await anyio.to_thread.run_sync(
         cache.get, key, lambda: load_predictor(services, row)
     )
-    max_samples = services.settings.max_predict_samples
 
     def run() -> Any:
         samples = check_inputs(inputs, predictor.input_shape, max_samples)

@@ -7,6 +7,7 @@ app = create_app(settings, services)    # tests and the command line
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,16 +17,17 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import load_or_create_api_keys
-from app.deps import require_key
+from app.auth import KeyRefused, load_or_create_api_keys, owner_of_authorization
+from app.deps import require_key, unauthorized
 from app.errors import ServiceError
 from app.inference import ModelCache
+from app.names import shown
 from app.reaper import Reaper
 from app.routers import catalogue, datasets, health, jobs, models
 from app.schemas import ErrorOut, error_responses
@@ -42,7 +44,10 @@ DESCRIPTION = """Train PyTorch models and serve their predictions.
 Every `/v1` route needs `Authorization: Bearer <key>` (TRAINSERVE_API_KEYS, or the key
 generated into `<data dir>/api_key`). Errors are `{"detail": ...}`."""
 
+SECURED_PREFIX = "/v1"
 UPLOAD_PATH = "/v1/datasets"
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+BODY_TYPE_ERRORS = {"model_attributes_type", "model_type", "dict_type"}
 DETAIL_MAX = 4000  # characters of an error message; longer ones are cut (they echo input)
 HANDLED = (
     ServiceError,
@@ -51,6 +56,7 @@ HANDLED = (
     DatasetUnavailableError,
     InputError,
     *DatabaseError,
+    DataError,
     BrokerError,
     HTTPException,
     RequestValidationError,
@@ -70,6 +76,9 @@ def error_response(exc: Exception) -> JSONResponse:
         code, detail = 400, str(exc)
     elif isinstance(exc, CatalogueError | DatasetUnavailableError | InputError):
         code, detail = 422, str(exc)
+    elif isinstance(exc, DataError):  # the database refused a value (PostgreSQL: a NUL byte)
+        log.warning("job store refused a value: %s", exc)
+        code, detail = 422, "a value in the request cannot be stored (control characters?)"
     elif isinstance(exc, DatabaseError):
         log.error("job store unavailable: %s", exc)
         code, detail = 503, "job store unavailable; try again shortly"
@@ -99,8 +108,17 @@ def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
     loc = [str(part) for part in error.get("loc", ())]
     field = ".".join(loc[1:] if loc[:1] in (["body"], ["query"], ["path"], ["header"]) else loc)
     msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    if error.get("type") == "extra_forbidden":
+    kind = error.get("type")
+    if kind == "extra_forbidden":
         msg = "unknown field; see the request schema at /docs"
+    elif kind == "json_invalid":  # loc is ("body", the character where parsing stopped)
+        reason = (error.get("ctx") or {}).get("error", "malformed")
+        msg = f"the request body is not valid JSON: {reason} at character {field}"
+        field = ""
+    elif loc == ["body"] and kind == "missing":
+        msg = "the request body is missing: send a JSON object (Content-Type: application/json)"
+    elif loc == ["body"] and kind in BODY_TYPE_ERRORS:
+        msg = "the request body must be a JSON object, sent with Content-Type: application/json"
     if field and not msg.startswith(field):
         msg = f"{field}: {msg}"
     return {"loc": loc, "msg": msg, "type": error.get("type")}
@@ -109,7 +127,35 @@ def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, HTTPException) and exc.status_code == 405:
         exc = HTTPException(405, exc.detail, headers={"Allow": _allowed_methods(request)})
+    elif isinstance(exc, HTTPException) and exc.detail == FASTAPI_BODY_ERROR and exc.__cause__:
+        exc = HTTPException(400, _unreadable_body(exc.__cause__))  # FastAPI's message is vague
+    elif isinstance(exc, HTTPException) and exc.status_code == 404 and exc.detail == "Not Found":
+        exc = HTTPException(404, _no_route(request))
     return error_response(exc)
+
+
+def _no_route(request: Request) -> str:
+    """Which path has no route, and the one meant when it is only a trailing '/' away (paths
+    are not redirected: a redirect would answer a path no route names with a 3xx)."""
+    path = request.scope["path"]
+    message = f"no route {request.method} {shown(path, 200)}; the routes are at /docs"
+    meant = path.rstrip("/")
+    if path != meant and meant.rsplit("/", 1)[-1] not in ("", ".", ".."):
+        scope = {**request.scope, "path": meant}
+        if any(route.matches(scope)[0] != Match.NONE for route in iter_routes(request.app)):
+            message += f" (did you mean {shown(meant, 200)}?)"
+    return message
+
+
+def _unreadable_body(cause: BaseException) -> str:
+    """What made a request body unreadable, in words (FastAPI says only that it was)."""
+    if isinstance(cause, RecursionError):
+        return "the JSON body is nested too deeply to be read"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the request body is not UTF-8 text (byte {cause.start} cannot be decoded)"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return f"a number in the JSON body has over {sys.get_int_max_str_digits()} digits"
+    return "the request body cannot be read as JSON (uploads: as multipart/form-data)"
 
 
 def _allowed_methods(request: Request) -> str:
@@ -160,17 +206,29 @@ def _document_errors(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 class GuardMiddleware:
-    """Bodies over the limit get 413 (Content-Length or counted while streamed); any
-    unexpected exception becomes a 500 `{"detail": "internal error"}`, logged, without a trace."""
+    """Before anything reads a request: a /v1 request without a valid API key gets 401 (so no
+    body of an unauthenticated client is parsed or spooled to disk, and a new /v1 route cannot
+    forget the key); bodies over the limit get 413 (Content-Length or counted while streamed).
+    Any unexpected exception becomes a 500 `{"detail": "internal error"}`, logged, no trace."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int, api_keys: list[str]
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.api_keys = api_keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if scope["path"] == SECURED_PREFIX or scope["path"].startswith(SECURED_PREFIX + "/"):
+            header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            header = header.decode("latin-1")
+            try:
+                owner_of_authorization(header, self.api_keys)
+            except KeyRefused as refused:
+                return await error_response(unauthorized(refused))(scope, receive, send)
         upload = scope["method"] == "POST" and scope["path"].rstrip("/") == UPLOAD_PATH
         limit, variable = (
             (self.max_upload_bytes, "TRAINSERVE_MAX_UPLOAD_BYTES")
@@ -229,6 +287,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        redirect_slashes=False,
         exception_handlers={cls: _handle for cls in HANDLED},
     )
     app.state.settings = settings
@@ -240,11 +299,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         GuardMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+        api_keys=keys,
     )
     app.include_router(health.router)
     secured = [Depends(require_key)]
     for module in (catalogue, datasets, jobs, models):
         app.include_router(
-            module.router, prefix="/v1", dependencies=secured, responses=error_responses(401)
+            module.router,
+            prefix=SECURED_PREFIX,
+            dependencies=secured,
+            responses=error_responses(401),
         )
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,27 @@ ModelName = Annotated[
         json_schema_extra={"pattern": SLUG_PATTERN},
     ),
     AfterValidator(lambda v: check_slug(v, "model_name")),
+]
+
+
+def _finite(value: Any, where: str = "") -> Any:
+    """`value` (parsed JSON) when every number in it is finite: NaN and infinity would turn into
+    null on the way to the job store, and no parameter takes them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where or 'value'}: NaN and infinity are not allowed")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _finite(item, f"{where}[{index}]")
+    return value
+
+
+Params = Annotated[
+    dict[str, Any],
+    AfterValidator(_finite),
+    Field(description="{name: value}; see `params` and `bounds` in the catalogue"),
 ]
 
 
@@ -70,9 +92,9 @@ class JobRequest(RequestModel):
 
     model_name: ModelName
     architecture: str = Field(max_length=64, description="see GET /v1/architectures")
-    architecture_params: dict[str, Any] = Field(default_factory=dict)
+    architecture_params: Params = Field(default_factory=dict)
     dataset: str = Field(max_length=64, description="see GET /v1/datasets")
-    dataset_params: dict[str, Any] = Field(default_factory=dict)
+    dataset_params: Params = Field(default_factory=dict)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     loss: Loss | None = Field(None, description="default: mse (regression), cross_entropy")
     optimizer: OptimizerIn = Field(default_factory=OptimizerIn)
@@ -239,7 +261,7 @@ ERROR_DESCRIPTIONS = {
     401: "no or wrong API key: send 'Authorization: Bearer <key>'",
     404: "no such resource",
     409: "the request conflicts with the resource's state",
-    413: "the request body is over TRAINSERVE_MAX_BODY_BYTES (uploads: TRAINSERVE_MAX_UPLOAD_BYTES)",
+    413: "the body is over TRAINSERVE_MAX_BODY_BYTES (uploads: TRAINSERVE_MAX_UPLOAD_BYTES)",
     422: "the request fails validation; the message names the field and the limit",
     503: "a dependency (job store, broker, stored weights) is unavailable",
 }

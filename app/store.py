@@ -44,6 +44,7 @@ class JobStore:
     ) -> tuple[Job, bool]:
         """Commit a queued job; returns (job, created). A repeated idempotency key returns the
         job it created first."""
+        idempotency_key = idempotency_key or None
         if idempotency_key:
             existing = self._find_idempotent(owner, idempotency_key)
             if existing:

@@ -38,6 +38,8 @@ def check_inputs(inputs: Any, input_shape: tuple[int, ...], max_samples: int) ->
     for i, sample in enumerate(inputs):
         try:
             array = np.asarray(sample, dtype=np.float64)
+        except OverflowError:  # an integer no float can hold, such as 10**400
+            raise InputError(f"sample {i} holds a number too large for float32") from None
         except (ValueError, TypeError):
             raise InputError(
                 f"sample {i} is not a rectangular list of numbers; expected shape {expected}"
@@ -46,7 +48,9 @@ def check_inputs(inputs: Any, input_shape: tuple[int, ...], max_samples: int) ->
             got = "x".join(map(str, array.shape)) or "a single number"
             raise InputError(f"sample {i} has shape {got}; expected {expected}")
         if not np.isfinite(array).all():
-            raise InputError(f"sample {i} holds NaN or infinity; only finite numbers are accepted")
+            raise InputError(
+                f"sample {i} holds NaN, infinity or null; only finite numbers are accepted"
+            )
         if np.abs(array).max(initial=0.0) > np.finfo(np.float32).max:
             raise InputError(f"sample {i} holds a number too large for float32")
         out[i] = array.reshape(input_shape)

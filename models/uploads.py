@@ -23,6 +23,7 @@ import torch
 from models.datasets import TASKS, Dataset
 from models.errors import DataFormatError
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_CLASSES = 1000
 MAX_FEATURES = 100_000  # elements per sample
 MIN_SAMPLES = 2
@@ -112,7 +113,7 @@ def _numeric_block(
     cells = [[row[c] for c in cols] for row in rows]
     try:
         block = np.array(cells, dtype=np.float64)
-        if np.isfinite(block).all():
+        if np.isfinite(block).all() and np.abs(block).max(initial=0.0) <= FLOAT32_MAX:
             return block
     except ValueError:
         pass
@@ -133,6 +134,10 @@ def _cell_value(cell: str, line: int, column: str) -> float:
     if not math.isfinite(value):
         raise DataFormatError(
             f"line {line}, column '{column}': '{text}' is not a finite number (NaN or inf)"
+        )
+    if abs(value) > FLOAT32_MAX:
+        raise DataFormatError(
+            f"line {line}, column '{column}': '{text}' is beyond the float32 range (about 3.4e38)"
         )
     return value
 
@@ -283,6 +288,8 @@ def _npz_features(X: np.ndarray) -> np.ndarray:
     if X.ndim == 0:
         raise DataFormatError("X must have one row per sample, got a single value")
     X = X.reshape(-1, 1) if X.ndim == 1 else X
+    if 0 in X.shape[1:]:
+        raise DataFormatError(f"X has shape {X.shape}: its samples hold no values")
     if int(np.prod(X.shape[1:])) > MAX_FEATURES:
         raise DataFormatError(
             f"samples have {int(np.prod(X.shape[1:]))} values; at most {MAX_FEATURES}"

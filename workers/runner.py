@@ -76,7 +76,7 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
         store.finish(job_id, lease, "cancelled")
         status = "cancelled"
     else:
-        version = _publish(services, job_id, lease, job.model_name, result)
+        version = publish_result(services, job_id, lease, job.model_name, result)
         log.info(
             "job %s: published %s v%d %s", job_id, job.model_name, version, result.final_metrics
         )
@@ -91,9 +91,10 @@ def _uploaded_dataset(services: Services, name: str):
     return parse_npz(services.dataset_path(name).read_bytes())
 
 
-def _publish(
+def publish_result(
     services: Services, job_id: str, lease: int, model_name: str, result: TrainingResult
 ) -> int:
+    """Store the weights and add the model version; the job ends succeeded, atomically."""
     data = result.weights()
     card = result.card
     fields = {

@@ -16,6 +16,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from app.catalogue import validate_job
 from app.deps import KeyDep, ServicesDep, StoreDep
 from app.errors import Conflict, Invalid, NotFound, TooLarge, Unavailable
+from app.names import SLUG_PATTERN, check_slug
 from app.schemas import History, JobList, JobOut, JobRequest, Status, error_responses
 from app.services import Services
 from app.store import TERMINAL
@@ -141,11 +142,23 @@ def _enqueue(services: Services, job_id: str) -> None:
 def list_jobs(
     store: StoreDep,
     status_: Annotated[Status | None, Query(alias="status")] = None,
-    model_name: Annotated[str | None, Query(max_length=64)] = None,
+    model_name: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="a model name (a slug)",
+            json_schema_extra={"pattern": SLUG_PATTERN},
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> JobList:
     """Jobs, newest first, filtered by status and model name."""
+    if model_name is not None:
+        try:
+            check_slug(model_name, "model_name")
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
     jobs, total = store.list_jobs(status=status_, model_name=model_name, limit=limit, offset=offset)
     return JobList(items=[JobOut.from_row(job) for job in jobs], total=total)
 

@@ -29,7 +29,9 @@ Name = Annotated[
     Path(description="a model name (a slug)", json_schema_extra={"pattern": SLUG_PATTERN}),
 ]
 NOT_FOUND = error_responses(404, 503, e404="no such model or version")
-UNAVAILABLE = "the stored weights are missing, corrupt or not safetensors (or the job store is down)"
+UNAVAILABLE = (
+    "the stored weights are missing, corrupt or not safetensors (or the job store is down)"
+)
 
 
 def check_name(name: str) -> str:

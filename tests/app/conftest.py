@@ -13,6 +13,7 @@ from app.main import create_app
 from app.services import Services
 from app.settings import Settings
 from models.training import TrainingConfig, TrainingResult, run_training
+from workers.runner import publish_result
 
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -104,15 +105,4 @@ def publish(services: Services, name: str, result: TrainingResult) -> int:
     }
     job, _ = services.store.create_job(request)
     lease = services.store.claim(job.id, "test-worker")
-    data = result.weights()
-    fields = {
-        "model_name": name,
-        "task": card.task,
-        "architecture": card.architecture,
-        "input_shape": card.input_shape,
-        "classes": card.classes,
-        "metrics": result.final_metrics,
-    }
-    return services.store.publish_version(
-        job.id, lease, fields, lambda version: services.weights.put(name, version, data)
-    )
+    return publish_result(services, job.id, lease, name, result)

@@ -130,3 +130,50 @@ def test_service_errors_keep_their_status(client: TestClient, services, monkeypa
     monkeypatch.setattr(services.store, "list_jobs", invalid)
     response = client.get("/v1/jobs")
     assert response.status_code == 422 and response.json() == {"detail": "limit is wrong"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/v1/jobs", "GET, POST"),
+        ("PUT", "/v1/datasets", "GET, POST"),
+        ("POST", "/v1/jobs/abc", "GET"),
+        ("GET", "/v1/jobs/abc/cancel", "POST"),
+    ],
+)
+def test_405_lists_every_method_of_the_path(client: TestClient, method, path, allow):
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow  # not only those of the first route matched
+
+
+def test_a_trailing_slash_is_a_404_that_names_the_path(client: TestClient):
+    response = client.get("/v1/jobs/")
+    assert response.status_code == 404  # not a redirect
+    assert response.json()["detail"] == (
+        "no route GET '/v1/jobs/'; the routes are at /docs (did you mean '/v1/jobs'?)"
+    )
+
+
+def test_a_value_the_database_refuses_is_422(client: TestClient, services, monkeypatch):
+    from sqlalchemy.exc import DataError
+
+    def refuse(**kwargs):
+        raise DataError("SELECT", {}, Exception("text fields cannot contain NUL (0x00) bytes"))
+
+    monkeypatch.setattr(services.store, "list_jobs", refuse)
+    response = client.get("/v1/jobs")
+    assert response.status_code == 422
+    assert "cannot be stored" in response.json()["detail"]
+    assert "NUL" not in response.text  # the database's words stay in the log
+
+
+def test_error_messages_are_bounded_and_encodable(client: TestClient, services, monkeypatch):
+    def long_and_odd(**kwargs):
+        raise Invalid("\ud800" + "x" * 10_000)
+
+    monkeypatch.setattr(services.store, "list_jobs", long_and_odd)
+    response = client.get("/v1/jobs")
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail.startswith("\\ud800x") and detail.endswith("(cut)") and len(detail) < 4100

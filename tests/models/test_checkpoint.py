@@ -122,10 +122,12 @@ def test_truncated_weights_are_refused(boston_result):
         ("abc", "non-empty"),
         ([[1.0] * 13, [1.0] * 12], "sample 1 has shape 12; expected 13"),
         ([[1.0] * 12 + [float("nan")]], "sample 0 holds NaN"),
-        ([[1.0] * 12 + [float("inf")]], "sample 0 holds NaN or infinity"),
+        ([[1.0] * 12 + [float("inf")]], "sample 0 holds NaN, infinity or null"),
         ([[1.0] * 13, [[1.0], 2.0]], "sample 1 is not a rectangular"),
         ([[1.0] * 12 + ["x"]], "sample 0 is not a rectangular"),
         ([[1e300] * 13], "too large"),
+        ([[10**400] * 13], "sample 0 holds a number too large"),
+        ([[1.0] * 12 + [None]], "sample 0 holds NaN, infinity or null"),
         ([[1.0] * 13] * 5, "too many samples: 5 > the limit of 4"),
     ],
 )

@@ -17,6 +17,7 @@ those, and API.md requires them to be 4xx.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,12 +32,12 @@ from sqlalchemy import delete
 
 from app.db import Job, JobEvaluation, UploadedDataset, make_engine
 from app.main import create_app
+from models.training import TrainingConfig, run_training
 from tests.app.conftest import AUTH, KEY, make_settings, publish
 from tests.app.test_models import BOSTON_ROW
-from models.training import TrainingConfig, run_training
 
-MAX_EXAMPLES = 1000  # per operation and phase; the whole module runs in about a minute on 2 cores
-STATEFUL_SCENARIOS = 300
+MAX_EXAMPLES = 200  # per operation and phase: the module runs in ~40 s on 2 cores
+STATEFUL_SCENARIOS = 60
 STATEFUL_STEPS = 6
 
 DATA_DIR = Path(tempfile.mkdtemp(prefix="trainserve-schemathesis-"))
@@ -78,14 +79,14 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG)  # 
 
 
 def _seed() -> dict[str, str]:
-    """A published model version (and so a succeeded job) and a queued job."""
+    """A published model version (and so a succeeded job, with its evaluation history)."""
     services = APP.state.services
     result = run_training(
         TrainingConfig(architecture="house_prices_mlp", dataset="boston_housing", epochs=1)
     )
     publish(services, "house-prices", result)
     succeeded = services.store.list_jobs(status="succeeded", model_name=None, limit=1, offset=0)
-    return {"job_id": succeeded[0][0].id, "name": "house-prices", "version": "1"}
+    return {"job_id": succeeded[0][0].id, "name": "house-prices", "version": 1}
 
 
 SEEDED = _seed()
@@ -99,6 +100,8 @@ def _add_examples(raw: dict) -> None:
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] in SEEDED:
                     parameter["example"] = SEEDED[parameter["name"]]
+                if parameter["in"] == "query" and parameter["name"] == "version":
+                    parameter["example"] = SEEDED["version"]
     predict = raw["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]["content"]
     predict["application/json"]["example"] = {"inputs": [BOSTON_ROW, [0.5] * 13]}
 
@@ -119,11 +122,20 @@ def _stop_the_app():
     shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
+FOUND: list[BaseException] = []  # check failures the state machine ran into
+CALLS: dict[str, int] = {"stateful": 0, "operations": 0}
+HITS: dict[str, int] = {}  # per operation with path parameters: calls that named seeded ones
+
+
 @schema.parametrize()
 @SETTINGS_
 def test_every_operation_conforms(case):
     CALLS["operations"] += 1
-    case.call_and_validate()
+    response = case.call_and_validate()
+    if case.path_parameters:
+        label = case.operation.label
+        real = all(str(SEEDED.get(k)) == str(v) for k, v in case.path_parameters.items())
+        HITS[label] = HITS.get(label, 0) + (real and response.status_code < 300)
 
 
 def _reset_state() -> None:
@@ -138,10 +150,6 @@ def _reset_state() -> None:
     engine.dispose()
     for path in SETTINGS.uploads_dir.glob("*"):
         path.unlink()
-
-
-FOUND: list[BaseException] = []  # check failures the state machine ran into
-CALLS: dict[str, int] = {"stateful": 0, "operations": 0}
 
 
 class Workflow(schema.as_state_machine()):
@@ -168,24 +176,27 @@ def test_stateful_sequences_conform():
         # (generation learns from the server's answers), so there is no shrinking.
         phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
     )
-    try:
-        Workflow.run(settings=settings)
-    except FlakyStrategyDefinition:
-        print("FLAKY")
-        # Hypothesis stops when a replayed prefix draws differently; as schemathesis' own
-        # runner does, that is no failure: the check failures are in FOUND.
-        pass
-    print("STATEFUL", CALLS)
-    assert not FOUND, FOUND[0]
-    assert CALLS["stateful"] >= STATEFUL_SCENARIOS  # it did run sequences
+    for _ in range(3):
+        # Hypothesis stops when a replayed prefix draws differently (the server's state is
+        # reset per scenario, but not everything is); as schemathesis' own runner does, that
+        # is no failure: the check failures are collected in FOUND.
+        with contextlib.suppress(FlakyStrategyDefinition):
+            Workflow.run(settings=settings)
+        assert not FOUND, FOUND[0]
+        if CALLS["stateful"] >= STATEFUL_SCENARIOS:  # it did run sequences
+            break
+    assert CALLS["stateful"] >= STATEFUL_SCENARIOS, CALLS
     _reset_state()
 
 
 def test_the_seeded_state_is_reachable():
-    """The seeded examples are real: the document's examples hit a model and a job."""
+    """The seeded examples are real, and the operations with path parameters that ran hit them
+    (a 2xx with the seeded ids), not only 404s."""
     client = schemathesis.python.asgi.get_client(APP)
     client.headers.update(AUTH)
     assert client.get(f"/v1/jobs/{SEEDED['job_id']}").json()["status"] == "succeeded"
     assert client.get("/v1/models/house-prices/versions/1/weights").status_code == 200
     without_key = schemathesis.python.asgi.get_client(APP)
     assert without_key.get("/v1/models/house-prices").status_code == 401
+    missed = [label for label, hits in HITS.items() if not hits and "cancel" not in label]
+    assert not missed, f"no real hits for {missed}"  # cancel: the seeded job has ended (409)
