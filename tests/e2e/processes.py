@@ -117,12 +117,18 @@ def redis_server(tmp: Path):
 
 @contextmanager
 def postgres_database():
-    """A fresh database on the local PostgreSQL (trust auth), dropped afterwards."""
+    """A fresh database, dropped afterwards, on the server of TEST_POSTGRES_URL (an admin URL)
+    or the local one (127.0.0.1:5432, trust auth); the test is skipped only where none exists."""
     import psycopg
+    import pytest
 
-    admin_url = os.environ.get(
-        "TRAINSERVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
+    admin_url = os.environ.get("TEST_POSTGRES_URL")
+    if admin_url is None:
+        if not answers("127.0.0.1", 5432):
+            pytest.skip(
+                "no PostgreSQL server answers on 127.0.0.1:5432 (this machine kind has one)"
+            )
+        admin_url = "postgresql://postgres@127.0.0.1:5432/postgres"
     name = f"trainserve_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from app.main import create_app
 from app.names import is_slug
 from tests.app.conftest import AUTH, make_settings, publish
 from tests.app.test_models import BOSTON_ROW
-from tests.e2e.processes import answers, postgres_database
+from tests.e2e.processes import postgres_database
 from tests.security.server import serve
 
 MINIMAL = {"model_name": "house", "architecture": "house_prices_mlp", "dataset": "boston_housing"}
@@ -496,8 +495,6 @@ class _database:
     def __enter__(self) -> str | None:
         if self.kind == "sqlite":
             return None
-        if not answers("127.0.0.1", 5432) and not os.environ.get("TRAINSERVE_TEST_POSTGRES"):
-            pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
         self._context = postgres_database()
         return self._context.__enter__()
 

@@ -4,7 +4,6 @@ server answers, PostgreSQL)."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,7 @@ import pytest
 from app.main import create_app
 from app.store import JobStore
 from tests.app.conftest import AUTH, make_settings
-from tests.e2e.processes import answers, postgres_database
+from tests.e2e.processes import postgres_database
 from tests.security.server import serve
 
 CLIENTS = 20
@@ -27,8 +26,6 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'jobs.db'}"
         return
-    if not answers("127.0.0.1", 5432) and not os.environ.get("TRAINSERVE_TEST_POSTGRES"):
-        pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
     with postgres_database() as url:
         yield url
 
