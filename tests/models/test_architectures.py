@@ -9,7 +9,6 @@ from torch.nn import functional as F
 from models import architectures
 from models.architectures import (
     MAX_PARAMETERS,
-    TORCHVISION_MODELS,
     count_parameters,
     get_architecture,
     list_architectures,
@@ -17,6 +16,7 @@ from models.architectures import (
 )
 from models.errors import CatalogueError
 from models.params import bounded
+from models.torchvision_archs import TORCHVISION_MODELS
 
 FLAT_SHAPES = [(13,), (10,)]
 IMAGE_SHAPES = [(1, 28, 28), (3, 32, 32)]
