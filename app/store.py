@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, update
@@ -143,9 +143,6 @@ class JobStore:
         stmt = select(func.count()).select_from(Job).where(Job.status == status)
         return self._run(lambda s: s.scalar(stmt))
 
-    def queued_job_ids(self) -> list[str]:
-        return self._run(lambda s: list(s.scalars(select(Job.id).where(Job.status == "queued"))))
-
     # -- jobs, as a worker sees them ------------------------------------------------------
 
     def claim(self, job_id: str, worker: str) -> int | None:
@@ -207,15 +204,6 @@ class JobStore:
 
     def finish(self, job_id: str, lease: int, status: str, error: str | None = None) -> None:
         stmt = self._fenced(job_id, lease).values(status=status, error=error, finished_at=utcnow())
-        self._run(lambda s: s.execute(stmt))
-
-    def fail_unclaimed(self, job_id: str, error: str) -> None:
-        """Fail a queued job that cannot run at all (e.g. its dataset vanished)."""
-        stmt = (
-            update(Job)
-            .where(Job.id == job_id, Job.status == "queued")
-            .values(status="failed", error=error, finished_at=utcnow())
-        )
         self._run(lambda s: s.execute(stmt))
 
     def requeue(self, job_id: str, lease: int) -> bool:
@@ -358,12 +346,3 @@ class JobStore:
     def list_datasets(self) -> list[UploadedDataset]:
         stmt = select(UploadedDataset).order_by(UploadedDataset.name)
         return self._run(lambda s: list(s.scalars(stmt)))
-
-
-def age(moment: datetime | None) -> float | None:
-    """Seconds since `moment` (naive datetimes, as SQLite returns them, are UTC)."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (utcnow() - moment).total_seconds()
