@@ -20,7 +20,6 @@ from app.settings import Settings
 from models.architectures import get_architecture, list_architectures
 from models.datasets import get_dataset, list_datasets
 from models.errors import CatalogueError, DatasetUnavailableError
-from models.optim import make_optimizer
 from models.training import TrainingConfig, check_compatible
 
 
@@ -101,14 +100,6 @@ def validate_job(request: JobRequest, services: Services) -> dict[str, Any]:
     data = request.model_dump(mode="json")
     config = TrainingConfig.from_dict(data)
     data["loss"] = check_compatible(config, task, input_shape)
-    opt = request.optimizer
-    make_optimizer(  # refuses e.g. momentum for adam, with the same message as the worker
-        opt.name,
-        [torch.zeros(1, requires_grad=True)],
-        lr=opt.lr,
-        momentum=opt.momentum,
-        weight_decay=opt.weight_decay,
-    )
     with torch.device("meta"):  # the size guard of Architecture.build, without memory
         get_architecture(request.architecture).build(
             input_shape, output_size, request.architecture_params

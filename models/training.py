@@ -82,13 +82,17 @@ class TrainingResult:
 
 
 def check_compatible(config: TrainingConfig, task: str, input_shape: tuple[int, ...]) -> str:
-    """Check architecture, parameters and loss against a dataset; return the loss name."""
+    """Check architecture, parameters, loss and optimizer against a dataset before any data is
+    loaded; return the loss name."""
     arch = get_architecture(config.architecture)
     arch.check_task(task)
     arch.check_input(input_shape)
     build_config(arch.config_cls, config.architecture_params, owner=f"architecture '{arch.name}'")
     loss = config.loss or default_loss(task)
     make_loss(loss, task)
+    opt = config.optimizer
+    probe = [torch.zeros(1, requires_grad=True)]  # the optimizer's own checks, on no model
+    make_optimizer(opt.name, probe, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
     return loss
 
 
