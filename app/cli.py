@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("trainserve")
 
@@ -31,40 +33,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags whose names are not the field's own (kept from the first releases of the command).
+FLAG_NAMES = {"architecture_params": "--param", "dataset_params": "--dataset-param"}
+
+
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--architecture", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="an architecture parameter (JSON value), repeatable",
-    )
-    p.add_argument(
-        "--dataset-param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a dataset parameter (JSON value), repeatable",
-    )
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--loss", default=None, help="default: mse or cross_entropy by task")
-    p.add_argument("--optimizer", default="adam")
-    p.add_argument("--lr", type=float, default=0.001)
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--eval-every", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--lr-schedule", choices=["none", "step", "cosine"], default=None)
-    p.add_argument("--grad-clip-norm", type=float, default=None)
-    p.add_argument("--early-stopping-patience", type=int, default=None)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    """One flag per field of models.request.TrainingRequest (the optimizer's fields flattened:
+    --optimizer NAME --lr ... --momentum ... --betas B1,B2), so a field added there is here."""
+    from models.request import OPTIMIZER_CLASSES, TrainingRequest
+
+    for name, info in TrainingRequest.model_fields.items():
+        if name == "optimizer":
+            names = [cls.model_fields["name"].annotation.__args__[0] for cls in OPTIMIZER_CLASSES]
+            p.add_argument("--optimizer", choices=names, help="default: adam")
+            continue
+        _add_field_flag(p, FLAG_NAMES.get(name, "--" + name.replace("_", "-")), name, info)
+    seen: set[str] = set()
+    for cls in OPTIMIZER_CLASSES:
+        for name, info in cls.model_fields.items():
+            if name != "name" and name not in seen:
+                seen.add(name)
+                users = [c.__name__.lower() for c in OPTIMIZER_CLASSES if name in c.model_fields]
+                users = ", ".join(users)
+                _add_field_flag(p, "--" + name.replace("_", "-"), f"optimizer.{name}", info, users)
     p.add_argument("--data-dir", type=Path, default=Path(".trainserve"))
     p.add_argument("--out", type=Path, default=None, help="write the weights (.safetensors)")
+
+
+def _add_field_flag(
+    p: argparse.ArgumentParser, flag: str, dest: str, info, used_by: str = ""
+) -> None:
+    """A flag for one pydantic field; its value stays unset (None) unless given, so the
+    model's own default applies."""
+    annotation = info.annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = (
+        args[0] if typing.get_origin(annotation) in (typing.Union, types.UnionType) else annotation
+    )
+    choices = typing.get_args(base) if typing.get_origin(base) is typing.Literal else None
+    default = None if info.is_required() else info.get_default(call_default_factory=True)
+    help_text = (info.description or "") + (f" ({used_by})" if used_by else "")
+    if default not in (None, {}, []):
+        help_text += f" (default: {default})"
+    kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": help_text}
+    if base is bool:
+        p.add_argument(flag, action="store_true", **kwargs)
+    elif typing.get_origin(base) is dict:
+        p.add_argument(flag, action="append", metavar="NAME=VALUE", **kwargs)
+        kwargs["help"] += "; a JSON value, repeatable"
+    elif typing.get_origin(base) is list:
+        p.add_argument(flag, type=_float_list, metavar="V1,V2", **kwargs)
+    elif choices:
+        p.add_argument(flag, choices=choices, **kwargs)
+    else:
+        p.add_argument(flag, type=base, required=info.is_required(), **kwargs)
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas: {text!r}"
+        ) from None
 
 
 def _parse_pairs(pairs: list[str], flag: str) -> dict:
@@ -80,29 +111,38 @@ def _parse_pairs(pairs: list[str], flag: str) -> dict:
     return out
 
 
+def training_request(args: argparse.Namespace):
+    """The TrainingRequest the flags describe (pydantic's errors, one per line, otherwise)."""
+    from pydantic import ValidationError
+
+    from models.request import TrainingRequest
+
+    values: dict[str, Any] = {}
+    optimizer: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if value is None or value is False:
+            continue
+        if dest.startswith("optimizer."):
+            optimizer[dest.split(".", 1)[1]] = value
+        elif dest == "optimizer":
+            optimizer["name"] = value
+        elif dest in TrainingRequest.model_fields:
+            values[dest] = _parse_pairs(value, FLAG_NAMES[dest]) if dest in FLAG_NAMES else value
+    if optimizer:
+        values["optimizer"] = optimizer
+    try:
+        return TrainingRequest.model_validate(values)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise SystemExit("trainserve train: invalid options:\n" + "\n".join(lines)) from None
+
+
 def train(args: argparse.Namespace) -> int:
     from models.callbacks import ProgressBar
     from models.errors import CatalogueError, DataFormatError, DatasetUnavailableError
-    from models.training import OptimizerConfig, TrainingConfig, run_training
+    from models.training import run_training
 
-    config = TrainingConfig(
-        architecture=args.architecture,
-        dataset=args.dataset,
-        architecture_params=_parse_pairs(args.param, "--param"),
-        dataset_params=_parse_pairs(args.dataset_param, "--dataset-param"),
-        test_fraction=args.test_fraction,
-        loss=args.loss,
-        optimizer=OptimizerConfig(args.optimizer, args.lr, args.momentum, args.weight_decay),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        device=args.device,
-        lr_schedule=args.lr_schedule,
-        grad_clip_norm=args.grad_clip_norm,
-        early_stopping_patience=args.early_stopping_patience,
-        bf16=args.bf16,
-    )
+    config = training_request(args)
     try:
         result = run_training(config, data_dir=args.data_dir, callbacks=[ProgressBar()])
     except (CatalogueError, DataFormatError, DatasetUnavailableError, ValueError) as exc:
@@ -122,21 +162,8 @@ def _echo(line: str) -> None:
     sys.stdout.flush()
 
 
-def _check_exposure(settings) -> None:
-    """Refuse to listen beyond loopback with no configured keys."""
-    try:
-        loopback = ipaddress.ip_address(settings.host).is_loopback
-    except ValueError:
-        loopback = settings.host == "localhost"
-    if not loopback and not settings.keys:
-        raise SystemExit(
-            f"refusing to listen on {settings.host} without configured keys: "
-            "set TRAINSERVE_API_KEYS (comma-separated) or listen on 127.0.0.1"
-        )
-
-
 def _announce(settings) -> None:
-    from app.auth import key_file, load_or_create_api_keys
+    from app.api.auth import key_file, load_or_create_api_keys
 
     _keys, generated = load_or_create_api_keys(settings)
     url = f"http://{settings.host}:{settings.port}"
@@ -152,11 +179,10 @@ def _announce(settings) -> None:
 def api(_args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.main import create_app
-    from app.settings import get_settings
+    from app.api.main import create_app
+    from app.core.settings import get_settings
 
     settings = get_settings()
-    _check_exposure(settings)
     _announce(settings)
     uvicorn.run(
         create_app(settings),
@@ -168,7 +194,7 @@ def api(_args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from app.settings import get_settings
+    from app.core.settings import get_settings
     from workers.celery_app import celery_app
 
     get_settings().make_dirs()
@@ -193,11 +219,10 @@ def worker(args: argparse.Namespace) -> int:
 
 def serve(_args: argparse.Namespace) -> int:
     """API in this process, one worker in a child; Ctrl-C or SIGTERM stops both."""
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    _check_exposure(settings)
     child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=os.environ.copy())
     # uvicorn shuts down cleanly on SIGINT/SIGTERM, then re-raises the signal to the handler
     # that was installed before it: ours, which unwinds to the `finally` that stops the worker.
@@ -236,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pydantic import ValidationError
 
-    from app.settings import get_settings
+    from app.core.settings import get_settings
 
     try:
         settings = get_settings()

@@ -1,4 +1,4 @@
-"""The built-in datasets, registered on import of models.datasets.
+"""The built-in datasets (models/catalogue.py imports this module to register them).
 
 boston_housing (packaged CSV), diabetes and digits (shipped inside scikit-learn), digits28
 (digits resized to 1x28x28), mnist and fashion_mnist (torchvision, from the data directory;
@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from models.choices import SEED_MAX
 from models.datasets import Dataset, DatasetShape, register_dataset
 from models.errors import CatalogueError, DatasetUnavailableError
 from models.params import bounded
+from models.uploads import parse_csv
 
 BOSTON_SHA256 = "04ea3ed0aa63691cfedf388349eafc1213e91e00f8e4d31747534692c0f1ce02"
 DIGIT_NAMES = [str(i) for i in range(10)]
-SEED_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,6 @@ def boston_csv_bytes() -> bytes:
     shape=lambda cfg: DatasetShape(506, (13,), None),
 )
 def _boston_housing(config: NoParams, data_dir: Path | None, allow_download: bool) -> Dataset:
-    from models.uploads import parse_csv  # uploads imports this package's Dataset
-
     return parse_csv(boston_csv_bytes(), target="MEDV", task="regression")
 
 

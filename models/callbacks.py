@@ -4,37 +4,27 @@ A callback overrides the hooks it needs (see `Callback`); the Trainer calls them
 all from one place (`Trainer._call`), once per fit, epoch or evaluation, never per batch.
 Setting `trainer.should_stop = True` from a hook ends fit after the current epoch.
 
-Checkpoints are `trainer.state_dict()` written with torch.save (tensors, dicts, lists, numbers
-and strings only), atomically, and read back with `torch.load(weights_only=True)`.
+`Checkpointing` writes training checkpoints in the format of models/checkpoints.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import pickle
-import re
 import sys
-import tempfile
-import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 from tqdm.auto import tqdm
 
-from models.errors import CheckpointError
+from models.checkpoints import checkpoint_paths, save_checkpoint
 
 if TYPE_CHECKING:
     from models.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "trainserve.trainer/1"
-_CHECKPOINT_NAME = re.compile(r"epoch-(\d+)\.ckpt")
 
 
 class Callback:
@@ -209,82 +199,3 @@ class ProgressBar(Callback):
     def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """torch.save `state` to `path` atomically: temp file in the same directory, fsync, replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU without unpickling objects; CheckpointError if unusable."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a trainserve trainer checkpoint")
-    return state
-
-
-def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:
-    """The checkpoint files in `directory`, oldest epoch first."""
-    found = []
-    for path in Path(directory).glob("epoch-*.ckpt"):
-        match = _CHECKPOINT_NAME.fullmatch(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
-
-
-def load_latest_checkpoint(directory: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint in `directory` that loads, with its state; None if there is none."""
-    for path in reversed(checkpoint_paths(directory)):
-        try:
-            return path, load_checkpoint(path)
-        except CheckpointError as exc:
-            log.warning("skipping unusable checkpoint: %s", exc)
-    return None
-
-
-def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """The path of the newest checkpoint that loads, skipping truncated or corrupt ones."""
-    found = load_latest_checkpoint(directory)
-    return found[0] if found else None
-
-
-def load_resume_state(
-    source: str | os.PathLike | Mapping[str, Any] | None,
-) -> Mapping[str, Any] | None:
-    """A trainer state from a loaded dict, a checkpoint file or a checkpoint directory.
-
-    A directory without a usable checkpoint gives None (start afresh); a bad file raises.
-    """
-    if source is None or isinstance(source, Mapping):
-        return source
-    if Path(source).is_dir():
-        found = load_latest_checkpoint(source)
-        if found is None:
-            log.info("no usable checkpoint in %s; starting afresh", source)
-            return None
-        log.info("resuming from %s", found[0])
-        return found[1]
-    return load_checkpoint(source)

@@ -4,10 +4,10 @@
                       config_cls=NoParams, shape=lambda cfg: DatasetShape(506, (13,), None))
     def _boston(config, data_dir, allow_download) -> Dataset: ...
 
-`load_dataset(name, params, data_dir=..., allow_download=...)` validates `params` against the
-loader's config dataclass (see models/params.py) and returns a `Dataset`; `get_dataset(name)`
-gives the `DatasetSpec`, whose `info()` answers the catalogue without loading the data.
-The built-in datasets are registered in models/builtin_datasets.py, imported at the end.
+`DatasetSpec.load(params, data_dir=..., allow_download=...)` validates `params` against the
+loader's config dataclass (see models/params.py) and returns a `Dataset`; `info()` answers the
+catalogue without loading the data. The built-in datasets are registered in
+models/builtin_datasets.py; models/catalogue.py imports them and looks them up by name.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from models.errors import CatalogueError, DatasetUnavailableError
+from models.choices import TASKS
+from models.errors import DatasetUnavailableError
 from models.params import build_config, describe_params, param_bounds
-
-TASKS = ("regression", "classification")
+from models.registry import Registry
 
 
 @dataclass
@@ -186,7 +186,7 @@ class DatasetSpec:
         return self.loader(config, data_dir, allow_download)
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def register_dataset(
@@ -208,44 +208,12 @@ def register_dataset(
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
     def decorator(loader: Loader) -> Loader:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset '{name}' is already registered")
-        _REGISTRY[name] = DatasetSpec(
-            name, task, description, source, config_cls, loader, shape, availability
-        )
+        spec = DatasetSpec(name, task, description, source, config_cls, loader, shape, availability)
+        DATASETS.add(name, spec)
         return loader
 
     return decorator
 
 
-def get_dataset(name: str) -> DatasetSpec:
-    """The registered dataset `name`; CatalogueError listing the known names otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise CatalogueError(f"dataset '{name}' is unknown; known: {known}") from None
-
-
-def list_datasets() -> list[DatasetSpec]:
-    """All registered datasets, sorted by name."""
-    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
-
-
-def load_dataset(
-    name: str,
-    params: Mapping[str, Any] | None = None,
-    *,
-    data_dir: Path | str | None = None,
-    allow_download: bool = False,
-) -> Dataset:
-    """Load the registered dataset `name` with `params` (see DatasetSpec.load)."""
-    return get_dataset(name).load(params, data_dir=data_dir, allow_download=allow_download)
-
-
 def _as_path(data_dir: Path | str | None) -> Path | None:
     return None if data_dir is None else Path(data_dir)
-
-
-# Registers the built-in datasets; at the end because it imports the names above.
-from models import builtin_datasets as _builtin  # noqa: E402, F401

@@ -5,7 +5,7 @@
     scheduler = make_scheduler("cosine", optimizer, epochs=20)  # None for "none"
 
 An unknown name, or a loss that does not fit the task, raises CatalogueError naming the
-accepted values. The name tuples are exported so the API validates against the same lists.
+accepted values. The names come from models/choices.py, as the request schema's do.
 """
 
 from __future__ import annotations
@@ -16,16 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.choices import LOSSES, LOSSES_BY_TASK, OPTIMIZERS, SCHEDULES, TASKS
 from models.errors import CatalogueError
-
-TASKS = ("regression", "classification")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-LOSSES_BY_TASK = {
-    "regression": ("mse", "l1", "smooth_l1"),
-    "classification": ("cross_entropy", "bce_with_logits"),
-}
-LOSSES = LOSSES_BY_TASK["regression"] + LOSSES_BY_TASK["classification"]
-SCHEDULES = ("none", "step", "cosine")
 
 _WITH_MOMENTUM = ("sgd", "rmsprop")
 
@@ -48,15 +40,16 @@ def make_optimizer(
     lr: float,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
 ) -> torch.optim.Optimizer:
-    """One of OPTIMIZERS. `momentum` applies to sgd and rmsprop; adam/adamw refuse a non-zero one.
+    """One of OPTIMIZERS. `momentum` applies to sgd and rmsprop, `betas` to adam and adamw.
 
     adamw uses decoupled weight decay; the others add `weight_decay` to the gradient (L2).
     """
     _check_name("optimizer", name, OPTIMIZERS)
     if momentum and name not in _WITH_MOMENTUM:
         raise CatalogueError(
-            f"optimizer {name!r} has no momentum parameter (its betas are fixed); "
+            f"optimizer {name!r} has no momentum parameter (it has betas); "
             f"momentum applies to: {', '.join(_WITH_MOMENTUM)}"
         )
     if name == "sgd":
@@ -64,8 +57,8 @@ def make_optimizer(
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 
 class OneHotBCEWithLogitsLoss(nn.Module):

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.checkpoint import ModelCard, deserialize_model
 from models.preprocessing import Standardizer
+from models.weights_file import ModelCard, deserialize_model
 
 
 class InputError(ValueError):

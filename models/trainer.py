@@ -4,7 +4,8 @@
                       make_loss("mse", "regression"), callbacks=[EarlyStopping()])
     history = trainer.fit(X_train, y_train, X_test, y_test, epochs=50, eval_every=5)
 
-Progress, early stopping and checkpoints are callbacks (models/callbacks.py). The data order
+Progress, early stopping and checkpoints are callbacks (models/callbacks.py); the training
+checkpoint format is models/checkpoints.py. The data order
 comes from the trainer's own generator, seeded with `seed`; initialisation and dropout use
 torch's global RNG, which the caller seeds (`torch.manual_seed`) before building the model.
 Checkpoints hold both, so on CPU a resumed run ends with exactly the weights of an
@@ -24,13 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.callbacks import CHECKPOINT_FORMAT, Callback, load_resume_state
+from models.callbacks import Callback
+from models.checkpoints import CHECKPOINT_FORMAT, load_resume_state
+from models.choices import DEVICES, TASKS
 from models.errors import CatalogueError, CheckpointError
 
 log = logging.getLogger(__name__)
-
-TASKS = ("regression", "classification")
-DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:

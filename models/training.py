@@ -1,4 +1,4 @@
-"""One training run from a plain config: what the command line and the worker both call.
+"""One training run from a TrainingRequest: what the command line and the worker both call.
 
 dataset -> split -> standardise (train split only) -> build architecture (seeded) ->
 Trainer.fit -> a model card and the safetensors bytes of the trained weights.
@@ -9,61 +9,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.architectures import get_architecture
 from models.callbacks import Callback, EarlyStopping
-from models.checkpoint import ModelCard, serialize_model
-from models.datasets import Dataset, load_dataset
+from models.catalogue import get_architecture, load_dataset
+from models.datasets import Dataset
 from models.optim import default_loss, make_loss, make_optimizer, make_scheduler
 from models.params import build_config
 from models.preprocessing import Standardizer, train_test_split
+from models.request import TrainingRequest
 from models.trainer import Trainer
+from models.weights_file import ModelCard, serialize_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class OptimizerConfig:
-    name: str = "adam"
-    lr: float = 0.001
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-
-@dataclass
-class TrainingConfig:
-    """The training part of a job request (API.md), with the same names and defaults."""
-
-    architecture: str
-    dataset: str
-    architecture_params: dict[str, Any] = field(default_factory=dict)
-    dataset_params: dict[str, Any] = field(default_factory=dict)
-    test_fraction: float = 0.2
-    loss: str | None = None
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    epochs: int = 10
-    batch_size: int = 32
-    eval_every: int = 1
-    seed: int = 0
-    device: str = "auto"
-    lr_schedule: str | None = None
-    grad_clip_norm: float | None = None
-    early_stopping_patience: int | None = None
-    bf16: bool = False
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
-        """Build from a job request dict; keys that are not training fields are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        if isinstance(values.get("optimizer"), dict):
-            values["optimizer"] = OptimizerConfig(**values["optimizer"])
-        return cls(**values)
 
 
 @dataclass
@@ -81,7 +43,7 @@ class TrainingResult:
         return {k: v for k, v in self.history[-1].items() if k != "epoch"} if self.history else {}
 
 
-def check_compatible(config: TrainingConfig, task: str, input_shape: tuple[int, ...]) -> str:
+def check_compatible(config: TrainingRequest, task: str, input_shape: tuple[int, ...]) -> str:
     """Check architecture, parameters, loss and optimizer against a dataset before any data is
     loaded; return the loss name."""
     arch = get_architecture(config.architecture)
@@ -90,14 +52,13 @@ def check_compatible(config: TrainingConfig, task: str, input_shape: tuple[int, 
     build_config(arch.config_cls, config.architecture_params, owner=f"architecture '{arch.name}'")
     loss = config.loss or default_loss(task)
     make_loss(loss, task)
-    opt = config.optimizer
     probe = [torch.zeros(1, requires_grad=True)]  # the optimizer's own checks, on no model
-    make_optimizer(opt.name, probe, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    make_optimizer(config.optimizer.name, probe, **config.optimizer.options())
     return loss
 
 
 def run_training(
-    config: TrainingConfig,
+    config: TrainingRequest,
     *,
     data_dir: Path | None = None,
     allow_download: bool = False,
@@ -122,13 +83,8 @@ def run_training(
     torch.manual_seed(config.seed)
     arch = get_architecture(config.architecture)
     model = arch.build(dataset.input_shape, dataset.output_size, config.architecture_params)
-    opt = config.optimizer
     optimizer = make_optimizer(
-        opt.name,
-        model.parameters(),
-        lr=opt.lr,
-        momentum=opt.momentum,
-        weight_decay=opt.weight_decay,
+        config.optimizer.name, model.parameters(), **config.optimizer.options()
     )
     scheduler = make_scheduler(config.lr_schedule, optimizer, epochs=config.epochs)
     all_callbacks = list(callbacks)

@@ -20,7 +20,8 @@ import zlib
 import numpy as np
 import torch
 
-from models.datasets import TASKS, Dataset
+from models.choices import TASKS
+from models.datasets import Dataset
 from models.errors import DataFormatError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)

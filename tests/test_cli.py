@@ -2,7 +2,7 @@
 
 import subprocess
 
-from models.checkpoint import read_card
+from models.weights_file import read_card
 from tests.e2e.processes import TRAINSERVE
 
 

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from app.store import JobStore
+from app.core.store import JobStore
 from models.callbacks import Callback, Checkpointing
 
 log = logging.getLogger(__name__)

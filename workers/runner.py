@@ -5,20 +5,24 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
+from pathlib import Path
 
 import torch
 
-from app.errors import LeaseLost
-from app.services import Services
+from app.core.artifacts import weights_key
+from app.core.datasets import load_upload
+from app.core.db import JobStatus
+from app.core.errors import LeaseLost, Unavailable
+from app.core.services import Services
 from models.callbacks import Checkpointing
 from models.errors import CatalogueError, DataFormatError, DatasetUnavailableError
-from models.training import TrainingConfig, TrainingResult, run_training
-from models.uploads import parse_npz
+from models.request import TrainingRequest
+from models.training import TrainingResult, run_training
 from workers.progress import Deadline, Heartbeat, Interrupted, JobTimeout, StoreProgress
 
 log = logging.getLogger(__name__)
 
-USER_ERRORS = (CatalogueError, DataFormatError, DatasetUnavailableError)
+USER_ERRORS = (CatalogueError, DataFormatError, DatasetUnavailableError, Unavailable)
 
 
 def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
@@ -36,8 +40,8 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
         job.dataset,
         job.attempts,
     )
-    config = TrainingConfig.from_dict(job.request)
-    checkpoints = services.checkpoint_dir(job_id)
+    config = TrainingRequest.from_stored(job.request)
+    checkpoints = checkpoint_dir(services, job_id)
     checkpointing = Checkpointing(checkpoints, every=settings.checkpoint_every, keep=2)
     progress = StoreProgress(store, job_id, lease, checkpointing)
     callbacks = [checkpointing, progress, Deadline(settings.max_job_seconds)]
@@ -85,10 +89,14 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
     return status
 
 
+def checkpoint_dir(services: Services, job_id: str) -> Path:
+    """Where a job's training checkpoints are kept while it runs."""
+    return services.settings.checkpoints_dir / job_id
+
+
 def _uploaded_dataset(services: Services, name: str):
-    if services.store.get_dataset(name) is None:
-        return None
-    return parse_npz(services.dataset_path(name).read_bytes())
+    row = services.store.get_dataset(name)
+    return None if row is None else load_upload(services, row)
 
 
 def publish_result(
@@ -97,6 +105,10 @@ def publish_result(
     """Store the weights and add the model version; the job ends succeeded, atomically."""
     data = result.weights()
     card = result.card
+
+    def write(version: int) -> tuple[str, int]:
+        return services.artifacts.put(weights_key(model_name, version), data), len(data)
+
     fields = {
         "model_name": model_name,
         "task": card.task,
@@ -105,12 +117,10 @@ def publish_result(
         "classes": card.classes,
         "metrics": result.final_metrics,
     }
-    return services.store.publish_version(
-        job_id, lease, fields, lambda version: services.weights.put(model_name, version, data)
-    )
+    return services.store.publish_version(job_id, lease, fields, write)
 
 
 def _fail(services: Services, job_id: str, lease: int, error: str) -> str:
     services.store.finish(job_id, lease, "failed", error=error)
-    shutil.rmtree(services.checkpoint_dir(job_id), ignore_errors=True)
-    return "failed"
+    shutil.rmtree(checkpoint_dir(services, job_id), ignore_errors=True)
+    return JobStatus.failed

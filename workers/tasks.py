@@ -6,9 +6,10 @@ from functools import lru_cache
 
 from celery.signals import worker_shutting_down
 
-from app.services import Services, build_services
-from app.settings import get_settings
-from workers.celery_app import TRAIN_TASK, celery_app
+from app.core.queue import TRAIN_TASK
+from app.core.services import Services, build_services
+from app.core.settings import get_settings
+from workers.celery_app import celery_app
 from workers.progress import shutdown_requested
 from workers.runner import run_job
 

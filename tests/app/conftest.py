@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.services import Services
-from app.settings import Settings
+from app.api.main import create_app
+from app.core.services import Services
+from app.core.settings import Settings
 from models.training import TrainingConfig, TrainingResult, run_training
 from workers.runner import publish_result
 

@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from models.checkpoint import deserialize_model
+from models.weights_file import deserialize_model
 from models.datasets import load_dataset
 from tests.e2e.processes import wait_for_job
 

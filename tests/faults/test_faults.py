@@ -168,7 +168,7 @@ def test_a_job_delivered_twice_trains_once(service):
     with service.client() as client:
         job_id = submit(client, **{**QUICK_JOB, "epochs": 30})
         # A second message for the same job, as a redelivery or a racing reconciler would send.
-        from app.settings import Settings
+        from app.core.settings import Settings
         from workers.celery_app import TRAIN_TASK, TRAINING_QUEUE, make_celery
 
         celery = make_celery(Settings(broker_url=service.env["TRAINSERVE_BROKER_URL"]))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import deserialize_model, read_card
+from models.weights_file import deserialize_model, read_card
 from models.datasets import load_dataset
 from models.errors import CheckpointError
 from models.predictor import InputError, Predictor, check_inputs

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app, iter_routes
+from app.api.main import create_app, iter_routes
 from tests.app.conftest import KEY, make_settings
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc"}

@@ -20,10 +20,10 @@ import httpx
 import numpy as np
 import pytest
 
-from app.main import create_app
-from app.names import is_slug
+from app.api.main import create_app
+from app.core.names import is_slug
 from tests.app.conftest import AUTH, make_settings, publish
-from tests.app.test_models import BOSTON_ROW
+from tests.app.api.test_models import BOSTON_ROW
 from tests.e2e.processes import postgres_database
 from tests.security.server import serve
 

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from app.main import create_app
-from app.store import JobStore
+from app.api.main import create_app
+from app.core.store import JobStore
 from tests.app.conftest import AUTH, make_settings
 from tests.e2e.processes import postgres_database
 from tests.security.server import serve

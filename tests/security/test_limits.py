@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.settings import Settings
+from app.api.main import create_app
+from app.core.settings import Settings
 from tests.app.conftest import AUTH, make_settings, publish
-from tests.app.test_models import BOSTON_ROW
+from tests.app.api.test_models import BOSTON_ROW
 
 MINIMAL = {"model_name": "house", "architecture": "house_prices_mlp", "dataset": "boston_housing"}
 LIMITS = {

@@ -30,11 +30,11 @@ from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis.python.asgi import shutdown_lifespans
 from sqlalchemy import delete
 
-from app.db import Job, JobEvaluation, UploadedDataset, make_engine
-from app.main import create_app
+from app.core.db import Job, JobEvaluation, UploadedDataset, make_engine
+from app.api.main import create_app
 from models.training import TrainingConfig, run_training
 from tests.app.conftest import AUTH, KEY, make_settings, publish
-from tests.app.test_models import BOSTON_ROW
+from tests.app.api.test_models import BOSTON_ROW
 
 MAX_EXAMPLES = 200  # per operation and phase: the module runs in ~40 s on 2 cores
 STATEFUL_SCENARIOS = 60

@@ -18,10 +18,10 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.db import ModelVersion, make_engine
-from app.services import Services
+from app.core.db import ModelVersion, make_engine
+from app.core.services import Services
 from tests.app.conftest import publish
-from tests.app.test_models import BOSTON_ROW
+from tests.app.api.test_models import BOSTON_ROW
 
 NAME = "house-prices"
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from app.services import build_services
-from app.settings import Settings
-from models.checkpoint import read_card
+from app.core.services import build_services
+from app.core.settings import Settings
+from models.weights_file import read_card
 from workers.progress import StoreProgress, shutdown_requested
 from workers.runner import run_job
 

@@ -1,0 +1,175 @@
+"""Serving predictions: a bounded cache of loaded models, and predict off the event loop.
+
+Like TorchServe's handler: a model version is loaded once per process (bytes -> sha256 check
+against its row -> module in eval mode), then each call is validate -> inference -> response.
+The cache is an LRU bounded by the number of models and their weight bytes; a per-key lock
+makes concurrent first requests for one version load it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from app.core.artifacts import ArtifactMissing, weights_key
+from app.core.db import ModelVersion
+from app.core.errors import Unavailable
+from app.core.services import Services
+from models.errors import CheckpointError
+from models.files import sha256_hex
+from models.predictor import InputError, Predictor, check_inputs
+from models.weights_file import read_card
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int]
+
+
+class ModelCache:
+    """Thread-safe LRU of loaded predictors, bounded by count and by weight bytes."""
+
+    def __init__(self, max_models: int, max_bytes: int) -> None:
+        self.max_models = max_models
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Key, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[Key, threading.Lock] = {}
+        self.loads = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(size for _, size in self._entries.values())
+
+    def get(self, key: Key, load: Callable[[], tuple[Any, int]]) -> Any:
+        """The cached value for `key`, else `load()` -> (value, size) once, then cached."""
+        hit = self._lookup(key)
+        if hit is not None:
+            return hit
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            hit = self._lookup(key)  # loaded by another thread while we waited
+            if hit is not None:
+                return hit
+            value, size = load()
+            self.loads += 1
+            self._insert(key, value, size)
+        with self._lock:
+            self._key_locks.pop(key, None)
+        return value
+
+    def _lookup(self, key: Key) -> Any:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def _insert(self, key: Key, value: Any, size: int) -> None:
+        with self._lock:
+            self._entries[key] = (value, size)
+            total = sum(s for _, s in self._entries.values())
+            while len(self._entries) > 1 and (
+                len(self._entries) > self.max_models or total > self.max_bytes
+            ):
+                evicted, (_, evicted_size) = self._entries.popitem(last=False)
+                total -= evicted_size
+                log.info("model cache: evicted %s version %d", *evicted)
+
+    def discard(self, key: Key) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+
+def load_predictor(services: Services, row: ModelVersion) -> tuple[Predictor, int]:
+    """Read a version's weights, verify them against the row, and build the predictor."""
+    what = f"model '{row.model_name}' version {row.version}"
+    data = verified_weights(services, row)
+    try:
+        predictor = Predictor.from_bytes(data)
+    except CheckpointError as exc:
+        raise Unavailable(f"the weights of {what} cannot be loaded: {exc}") from None
+    log.info("loaded %s (%d bytes)", what, len(data))
+    return predictor, len(data)
+
+
+def verified_weights(services: Services, row: ModelVersion) -> bytes:
+    """The stored bytes of a version, checked against its sha256 and checked to be a trainserve
+    safetensors file (its header only: nothing is unpickled, ever). Used for downloads too."""
+    what = f"model '{row.model_name}' version {row.version}"
+    if row.corrupt:
+        raise Unavailable(f"{what} is marked corrupt; retrain it or use another version")
+    try:
+        data = services.artifacts.get(weights_key(row.model_name, row.version))
+    except ArtifactMissing:
+        raise Unavailable(f"the weights of {what} are missing from the artifact store") from None
+    if sha256_hex(data) != row.sha256:
+        log.error("%s: weights fail their sha256 check; marking the version corrupt", what)
+        services.store.mark_corrupt(row.model_name, row.version)
+        raise Unavailable(f"the weights of {what} are corrupt (sha256 mismatch); retrain it")
+    try:
+        read_card(data)
+    except CheckpointError as exc:
+        log.error("%s: stored weights are not safetensors (%s); marking it corrupt", what, exc)
+        services.store.mark_corrupt(row.model_name, row.version)
+        raise Unavailable(
+            f"the weights of {what} are not a trainserve safetensors file ({exc}); they are "
+            "refused, never unpickled: retrain it"
+        ) from None
+    return data
+
+
+async def predict(
+    services: Services,
+    cache: ModelCache,
+    limiter: anyio.CapacityLimiter,
+    row: ModelVersion,
+    inputs: list[Any],
+) -> dict[str, Any]:
+    """Validate `inputs`, run the model in a worker thread (bounded by `limiter`), answer."""
+    max_samples = services.settings.max_predict_samples
+    if len(inputs) > max_samples:
+        raise InputError(
+            f"too many samples: {len(inputs)} > the limit of {max_samples} "
+            "(TRAINSERVE_MAX_PREDICT_SAMPLES); send them in several requests"
+        )
+    key = (row.model_name, row.version)
+    predictor = await anyio.to_thread.run_sync(
+        cache.get, key, lambda: load_predictor(services, row)
+    )
+
+    def run() -> Any:
+        samples = check_inputs(inputs, predictor.input_shape, max_samples)
+        return predictor.predict(samples)
+
+    result = await anyio.to_thread.run_sync(run, limiter=limiter)
+    out: dict[str, Any] = {
+        "model_name": row.model_name,
+        "version": row.version,
+        "predictions": _finite_or_none(result.predictions),
+    }
+    if result.probabilities is not None:
+        out["probabilities"] = _finite_or_none(result.probabilities)
+        out["classes"] = predictor.card.classes
+    return out
+
+
+def _finite_or_none(values: Any) -> Any:
+    """JSON has no NaN or infinity: a diverged model's non-finite outputs become null."""
+    if isinstance(values, list):
+        return [_finite_or_none(v) for v in values]
+    if isinstance(values, float) and not math.isfinite(values):
+        return None
+    return values

@@ -1,0 +1,82 @@
+"""Dataset uploads: CSV (header row + target column) or NPZ (arrays X and y)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.deps import ServicesDep
+from app.api.schemas import DatasetOut, error_responses
+from app.api.validation import uploaded_entry
+from app.core.datasets import save_upload
+from app.core.errors import Conflict, Invalid
+from app.core.names import SLUG_PATTERN, check_slug
+from app.core.services import Services
+from models.catalogue import is_registered_dataset
+from models.datasets import Dataset
+from models.uploads import parse_csv, parse_npz
+
+router = APIRouter(tags=["datasets"])
+
+
+def _is_npz(filename: str, data: bytes) -> bool:
+    lower = filename.lower()
+    if lower.endswith(".npz"):
+        return True
+    if lower.endswith(".csv"):
+        return False
+    return data.startswith(b"PK")  # a zip archive
+
+
+def _parse(filename: str, data: bytes, target: str | None, task: str | None) -> Dataset:
+    if _is_npz(filename, data):
+        return parse_npz(data, task=task)
+    if not target:
+        raise Invalid("form field 'target' (the target column) is required for a CSV file")
+    return parse_csv(data, target=target, task=task)
+
+
+def _store(services: Services, name: str, filename: str, data: bytes, target, task) -> DatasetOut:
+    if is_registered_dataset(name):
+        raise Conflict(f"dataset '{name}' is a built-in dataset; choose another name")
+    if services.store.get_dataset(name) is not None:
+        raise Conflict(f"dataset '{name}' already exists; choose another name")
+    dataset = _parse(filename, data, target, task)
+    return uploaded_entry(save_upload(services, name, dataset))
+
+
+@router.post(
+    "/datasets",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetOut,
+    responses=error_responses(
+        400,
+        409,
+        413,
+        422,
+        503,
+        e400="the file cannot be read as a dataset (CSV: the line says where)",
+        e409="a dataset of this name exists",
+        e413="the upload is over TRAINSERVE_MAX_UPLOAD_BYTES",
+    ),
+)
+async def upload_dataset(
+    services: ServicesDep,
+    file: Annotated[UploadFile, File(description="CSV with a header row, or NPZ with X and y")],
+    name: Annotated[
+        str,
+        Form(description="a slug naming the dataset", json_schema_extra={"pattern": SLUG_PATTERN}),
+    ],
+    target: Annotated[str | None, Form(description="the target column (CSV)")] = None,
+    task: Annotated[Literal["regression", "classification"] | None, Form()] = None,
+) -> DatasetOut:
+    """Upload a dataset for training jobs; it is then listed by GET /v1/datasets."""
+    try:
+        check_slug(name, "dataset name")
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    data = await file.read()
+    filename = file.filename or ""
+    return await run_in_threadpool(_store, services, name, filename, data, target, task)

@@ -1,0 +1,52 @@
+"""Liveness and readiness (job store and broker answer); no API key."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+
+from app.api.deps import ServicesDep
+from app.api.schemas import Health, Readiness, error_responses
+from app.core.errors import Unavailable
+from app.core.services import Services
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """200 while the process serves."""
+    return Health(status="ok")
+
+
+def _check_store(services: Services) -> str | None:
+    try:
+        services.store.count_jobs("queued")  # one round trip to the database
+    except Exception as exc:  # any failure means "not ready"; the reason goes to the log
+        log.warning("readiness: job store check failed: %s", exc)
+        return "job store does not answer"
+    return None
+
+
+def _check_broker(services: Services) -> str | None:
+    try:
+        services.queue.check()
+    except Exception as exc:  # as above
+        log.warning("readiness: broker check failed: %s", exc)
+        return "broker does not answer"
+    return None
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses=error_responses(503, e503="the job store or the broker does not answer"),
+)
+def readyz(services: ServicesDep) -> Readiness:
+    """200 when the job store and the broker answer, else 503 naming which one does not."""
+    problems = [p for p in (_check_store(services), _check_broker(services)) if p]
+    if problems:
+        raise Unavailable("not ready: " + "; ".join(problems))
+    return Readiness(status="ready", store="ok", broker="ok")

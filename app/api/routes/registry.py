@@ -1,0 +1,121 @@
+"""Trained models: list, versions, predictions and weight downloads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from app.api import inference
+from app.api.deps import CacheDep, ServicesDep, StoreDep
+from app.api.schemas import (
+    ModelDetail,
+    ModelOut,
+    PredictRequest,
+    PredictResponse,
+    VersionOut,
+    error_responses,
+)
+from app.core.errors import NotFound
+from app.core.names import SLUG_PATTERN, is_slug, shown
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+VERSION_MAX = 2**31 - 1
+Version = Annotated[int, Path(ge=1, le=VERSION_MAX, description="a version number")]
+Name = Annotated[
+    str,
+    Path(description="a model name (a slug)", json_schema_extra={"pattern": SLUG_PATTERN}),
+]
+NOT_FOUND = error_responses(404, 503, e404="no such model or version")
+UNAVAILABLE = (
+    "the stored weights are missing, corrupt or not safetensors (or the job store is down)"
+)
+
+
+def check_name(name: str) -> str:
+    """A path name that is not a slug names no model (and never reaches the file system)."""
+    if not is_slug(name):
+        raise NotFound(f"model {shown(name)} does not exist (model names are slugs)")
+    return name
+
+
+@router.get("", response_model=list[ModelOut], responses=error_responses(503))
+def list_models(store: StoreDep) -> list[ModelOut]:
+    """Models with at least one version, by name."""
+    return [ModelOut.model_validate(m, from_attributes=True) for m in store.list_models()]
+
+
+@router.get("/{name}", response_model=ModelDetail, responses=NOT_FOUND)
+def get_model(name: Name, store: StoreDep) -> ModelDetail:
+    """A model and its versions (metrics, input shape, task, classes)."""
+    model, versions = store.get_model(check_name(name))
+    return ModelDetail(
+        name=model.name,
+        latest_version=model.latest_version,
+        task=model.task,
+        architecture=model.architecture,
+        created_at=model.created_at,
+        versions=[VersionOut.model_validate(v, from_attributes=True) for v in versions],
+    )
+
+
+@router.post(
+    "/{name}/predict",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(
+        400,
+        404,
+        413,
+        422,
+        503,
+        e404="no such model or version",
+        e422="a sample has the wrong shape, NaN or infinity, or there are too many "
+        "(TRAINSERVE_MAX_PREDICT_SAMPLES)",
+        e503=UNAVAILABLE,
+    ),
+)
+async def predict(
+    name: Name,
+    body: PredictRequest,
+    request: Request,
+    services: ServicesDep,
+    cache: CacheDep,
+    version: Annotated[int | None, Query(ge=1, le=VERSION_MAX)] = None,
+) -> PredictResponse:
+    """Predict raw samples; training's normalisation is applied. Default: the latest version.
+
+    For classification each prediction is a class index, with `probabilities` and `classes`.
+    """
+    row = await run_in_threadpool(services.store.get_version, check_name(name), version)
+    limiter = request.app.state.inference_limiter
+    out = await inference.predict(services, cache, limiter, row, body.inputs)
+    return PredictResponse(**out)
+
+
+@router.get(
+    "/{name}/versions/{version}/weights",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the weights as safetensors, with the architecture, its parameters "
+            "and the preprocessing statistics in the metadata (key 'trainserve')",
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        },
+        **error_responses(404, 422, 503, e404="no such model or version", e503=UNAVAILABLE),
+    },
+)
+def download_weights(name: Name, version: Version, services: ServicesDep) -> Response:
+    """Download one version's `.safetensors` file."""
+    row = services.store.get_version(check_name(name), version)
+    data = inference.verified_weights(services, row)
+    return Response(
+        content=data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}-v{version}.safetensors"',
+            "ETag": f'"{row.sha256}"',
+        },
+    )

@@ -1,0 +1,221 @@
+"""Request and response schemas (pydantic v2), kept separate; examples work verbatim."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from app.core.db import JobStatus
+from app.core.names import SLUG_PATTERN, check_slug
+from models.choices import Task
+from models.request import TRAINING_EXAMPLE, RequestModel, TrainingRequest
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes: they are UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+UtcTime = Annotated[datetime, AfterValidator(_utc)]
+ModelName = Annotated[
+    str,
+    Field(
+        description="a slug: 1-64 of a-z 0-9 . _ -, starting with a letter or digit, no '..'",
+        json_schema_extra={"pattern": SLUG_PATTERN},
+    ),
+    AfterValidator(lambda v: check_slug(v, "model_name")),
+]
+
+JOB_EXAMPLE = {"model_name": "house-prices", **TRAINING_EXAMPLE}
+
+
+class JobRequest(TrainingRequest):
+    """A training job: a TrainingRequest (models/request.py) and the model name to publish
+    under; only model_name, architecture and dataset are required."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [JOB_EXAMPLE]})
+
+    model_name: ModelName
+
+
+class Progress(BaseModel):
+    epoch: int
+    epochs: int
+
+
+class JobOut(BaseModel):
+    id: str
+    status: JobStatus
+    model_name: str
+    architecture: str
+    dataset: str
+    request: dict[str, Any]
+    created_at: UtcTime
+    started_at: UtcTime | None
+    finished_at: UtcTime | None
+    progress: Progress
+    metrics: dict[str, Any] | None
+    error: str | None
+    model_version: int | None
+
+    @classmethod
+    def from_row(cls, job: Any) -> JobOut:
+        return cls(
+            progress=Progress(epoch=job.epoch, epochs=job.epochs),
+            **{name: getattr(job, name) for name in cls.model_fields if name != "progress"},
+        )
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int
+
+
+class History(BaseModel):
+    history: list[dict[str, Any]] = Field(
+        examples=[[{"epoch": 10, "train_loss": 12.3, "val_loss": 14.1, "val_rmse": 3.75}]]
+    )
+
+
+class ArchitectureOut(BaseModel):
+    name: str
+    task: Literal["regression", "classification", "both"]
+    tasks: list[Task]
+    description: str
+    input_kind: str
+    params: dict[str, Any]
+    bounds: dict[str, dict[str, Any]]
+
+
+class DatasetOut(BaseModel):
+    name: str
+    task: Task
+    n_samples: int
+    input_shape: list[int]
+    n_classes: int | None = None
+    classes: list[str] | None = None
+    source: str
+    available: bool = True
+    reason: str | None = None
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    created_at: UtcTime | None = None
+
+
+class ModelOut(BaseModel):
+    name: str
+    latest_version: int
+    task: Task
+    architecture: str
+    created_at: UtcTime
+
+
+class VersionOut(BaseModel):
+    version: int
+    job_id: str
+    metrics: dict[str, Any]
+    created_at: UtcTime
+    input_shape: list[int]
+    task: Task
+    architecture: str
+    classes: list[str] | None = None
+    sha256: str
+    size_bytes: int
+    corrupt: bool = False
+
+
+class ModelDetail(ModelOut):
+    versions: list[VersionOut]
+
+
+class PredictRequest(RequestModel):
+    """Raw samples, each a (nested) list of numbers of the model's input shape."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "inputs": [
+                        [0.00632, 18, 2.31, 0, 0.538, 6.575, 65.2, 4.09, 1, 296, 15.3, 396.9, 4.98]
+                    ]
+                }
+            ]
+        }
+    )
+
+    inputs: list[Any] = Field(
+        min_length=1, description="samples; at most TRAINSERVE_MAX_PREDICT_SAMPLES"
+    )
+
+
+class PredictResponse(BaseModel):
+    model_name: str
+    version: int
+    predictions: list[Any] = Field(description="values (regression) or class indices")
+    probabilities: list[list[float | None]] | None = Field(None, description="classification only")
+    classes: list[str] | None = Field(None, description="names of classes 0..K-1")
+
+
+class ValidationItem(BaseModel):
+    """One failed check of a request: where (`loc`), what (`msg`, naming the field), its kind."""
+
+    loc: list[str]
+    msg: str
+    type: str | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every error: a message that says what was wrong and how to fix it (a list of the failed
+    checks when the request does not match its schema)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"detail": "architecture 'resnet99' is unknown; known: house_prices_mlp, mlp"},
+                {
+                    "detail": [
+                        {
+                            "loc": ["body", "epochs"],
+                            "msg": "epochs: Input should be greater than or equal to 1",
+                            "type": "greater_than_equal",
+                        }
+                    ]
+                },
+            ]
+        }
+    )
+
+    detail: str | list[ValidationItem]
+
+
+ERROR_DESCRIPTIONS = {
+    400: "the content cannot be read (malformed JSON, a file that is not a dataset)",
+    401: "no or wrong API key: send 'Authorization: Bearer <key>'",
+    404: "no such resource",
+    409: "the request conflicts with the resource's state",
+    413: "the body is over TRAINSERVE_MAX_BODY_BYTES (uploads: TRAINSERVE_MAX_UPLOAD_BYTES)",
+    422: "the request fails validation; the message names the field and the limit",
+    503: "a dependency (job store, broker, stored weights) is unavailable",
+}
+
+
+def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error codes, each `{"detail": ...}` as JSON; `descriptions`
+    (keyed `e404=...`) replace the generic description of a code."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        description = descriptions.get(f"e{code}", ERROR_DESCRIPTIONS[code])
+        out[code] = {"model": ErrorOut, "description": description}
+    return out
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    store: str
+    broker: str

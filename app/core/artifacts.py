@@ -1,0 +1,118 @@
+"""The artifact store: model weights, uploaded datasets and training checkpoints, by key.
+
+`ArtifactStore` is the interface the service uses (put, get, exists, delete, list by prefix;
+a put is atomic: readers see the old object or the new one, never half). `LocalArtifactStore`
+keeps objects as files under the data dir. Keys are built here only, from validated slugs,
+integer versions, job ids and sha256 digests, and checked to stay inside the root:
+
+    weights/{model}/v{version}.safetensors     the published weights of one model version
+    datasets/{sha256}.npz                      an uploaded dataset, by the hash of its content
+    checkpoints/{job_id}/epoch-{NNNNNN}.ckpt   a running job's training checkpoints
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Protocol
+
+from app.core.names import check_slug
+from models.files import sha256_hex, write_atomically
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class ArtifactMissing(FileNotFoundError):
+    """No object under the key."""
+
+
+class ArtifactStore(Protocol):
+    def put(self, key: str, data: bytes) -> str:
+        """Store `data` atomically under `key`; returns its sha256 (hex)."""
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; ArtifactMissing when there is none."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object (nothing happens when it is absent)."""
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys that start with `prefix`, sorted."""
+
+
+def weights_key(model_name: str, version: int) -> str:
+    check_slug(model_name, "model name")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    return f"weights/{model_name}/v{version}.safetensors"
+
+
+def dataset_key(sha256: str) -> str:
+    if not SHA256.fullmatch(sha256):
+        raise ValueError(f"not a sha256 digest: {sha256!r}")
+    return f"datasets/{sha256}.npz"
+
+
+def legacy_dataset_key(name: str) -> str:
+    """Where datasets were kept by name before they were kept by content."""
+    return f"datasets/{check_slug(name, 'dataset name')}.npz"
+
+
+def checkpoints_prefix(job_id: str) -> str:
+    if not JOB_ID.fullmatch(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return f"checkpoints/{job_id}/"
+
+
+def check_key(key: str) -> str:
+    """A key is '/'-separated parts of letters, digits, '.', '_' and '-', none starting with a
+    dot (so no '..', no hidden temp files); anything else is refused."""
+    parts = key.split("/")
+    if not key or not all(KEY_PART.fullmatch(part) for part in parts):
+        raise ValueError(f"invalid artifact key {key!r}")
+    return key
+
+
+class LocalArtifactStore:
+    """Objects as files under `root` (the data dir); puts are atomic renames."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"artifact key {key!r} leaves the store")
+        return path
+
+    def put(self, key: str, data: bytes) -> str:
+        write_atomically(self.path(key), data)
+        return sha256_hex(data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactMissing(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        folder, _, start = prefix.rpartition("/")
+        base = self.path(folder) if folder else self.root
+        if not base.is_dir():
+            return []
+        found = []
+        for path in base.rglob("*"):
+            key = path.relative_to(self.root).as_posix()
+            if path.is_file() and key.startswith(prefix) and not path.name.startswith("."):
+                found.append(key)
+        return sorted(found)

@@ -1,0 +1,152 @@
+"""Job store tables (SQLAlchemy 2), job statuses, and the engine: SQLite by default, PostgreSQL
+by URL. The schema changes only through migrations (app/core/migrations)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus(StrEnum):
+    """queued -> running -> succeeded | failed | cancelled (and queued -> cancelled)."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
+    architecture: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(64))
+    request: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    epoch: Mapped[int] = mapped_column(default=0)
+    epochs: Mapped[int]
+    metrics: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    model_version: Mapped[int | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None]
+    enqueued_at: Mapped[datetime | None]  # last time its id was sent to the queue
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease: Mapped[int] = mapped_column(default=0)  # fencing token: bumped by every claim
+    owner: Mapped[str] = mapped_column(String(64), default="")  # hash of the submitting key
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_idempotency"),)
+
+
+class JobEvaluation(Base):
+    """One row per evaluation of a job (every eval_every epochs and the last one)."""
+
+    __tablename__ = "job_evaluations"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    values: Mapped[dict[str, Any]]
+
+
+class RegisteredModel(Base):
+    """A name in the model registry; its versions are ModelVersion rows."""
+
+    __tablename__ = "models"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(16))
+    architecture: Mapped[str] = mapped_column(String(64))
+    latest_version: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+
+    model_name: Mapped[str] = mapped_column(ForeignKey("models.name"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    task: Mapped[str] = mapped_column(String(16))
+    architecture: Mapped[str] = mapped_column(String(64))
+    input_shape: Mapped[list[Any]]
+    classes: Mapped[list[Any] | None]
+    metrics: Mapped[dict[str, Any]]
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    corrupt: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UploadedDataset(Base):
+    __tablename__ = "datasets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(16))
+    n_samples: Mapped[int]
+    input_shape: Mapped[list[Any]]
+    n_classes: Mapped[int | None]
+    classes: Mapped[list[Any] | None]
+    feature_names: Mapped[list[Any] | None]
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`: psycopg 3 for postgresql:// URLs, WAL and a busy timeout for SQLite."""
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_session_factory(engine: Engine) -> sessionmaker:
+    Base.metadata.create_all(engine)
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,119 @@
+"""The one typed settings class (env prefix TRAINSERVE_), validated at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINSERVE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Path(".trainserve")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; SQLite in data_dir if unset"
+    )
+    broker_url: str | None = Field(None, description="Celery broker; files in data_dir if unset")
+    api_keys: str = Field("", description="comma-separated accepted API keys")
+    allow_downloads: bool = False
+    log_level: str = "INFO"
+
+    # Limits: a request over one gets a 413 or 422 naming it.
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    max_predict_samples: int = Field(1024, ge=1)
+    max_epochs: int = Field(10_000, ge=1)
+    max_batch_size: int = Field(65_536, ge=1)
+    max_queued_jobs: int = Field(100, ge=1, description="queued jobs per API key")
+    max_job_seconds: int = Field(6 * 3600, ge=10, description="longest a job may run")
+
+    # Workers and inference.
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    heartbeat_timeout_seconds: float = Field(
+        30.0, gt=0, description="a running job whose heartbeat is older is re-sent"
+    )
+    max_attempts: int = Field(3, ge=1, description="runs of a job before it is failed")
+    reaper_interval_seconds: float = Field(5.0, gt=0)
+    resend_after_seconds: float = Field(
+        60.0, gt=0, description="a queued job not picked up for this long is sent again"
+    )
+    checkpoint_every: int = Field(1, ge=1, description="epochs between training checkpoints")
+    model_cache_models: int = Field(8, ge=1)
+    model_cache_bytes: int = Field(1024**3, ge=1024)
+    inference_threads: int = Field(2, ge=1, le=64)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _keys_beyond_loopback(self) -> Settings:
+        """Listening beyond loopback needs configured keys (a generated key file is for one
+        machine). Checked here, so `uvicorn --factory` cannot skip it."""
+        try:
+            loopback = ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            loopback = self.host == "localhost"
+        if not loopback and not self.keys:
+            raise ValueError(
+                f"refusing to listen on {self.host} without configured keys: "
+                "set TRAINSERVE_API_KEYS (comma-separated) or listen on 127.0.0.1"
+            )
+        return self
+
+    @property
+    def keys(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'trainserve.db'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def broker_queue_dir(self) -> Path:
+        return self.broker_dir / "queue"
+
+    @property
+    def broker_control_dir(self) -> Path:
+        """kombu's exchange tables (by default it writes them to ./control of any folder)."""
+        return self.broker_dir / "control"
+
+    def make_dirs(self) -> None:
+        """The data dir's folders (the embedded broker's too), created when missing."""
+        for directory in (self.weights_dir, self.uploads_dir, self.checkpoints_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        if self.broker_url is None:
+            self.broker_queue_dir.mkdir(parents=True, exist_ok=True)
+            self.broker_control_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.data_dir / "weights"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

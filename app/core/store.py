@@ -1,0 +1,374 @@
+"""The job store: every read and write of jobs, evaluations, models and uploaded datasets.
+
+The store is the source of truth. State changes are conditional UPDATEs, and a worker's writes
+are fenced by the lease token it got when it claimed the job, so a worker that lost its claim
+(a second delivery, a reaped job) can no longer change the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.db import (
+    Job,
+    JobEvaluation,
+    JobStatus,
+    ModelVersion,
+    RegisteredModel,
+    UploadedDataset,
+    utcnow,
+)
+from app.core.errors import Conflict, LeaseLost, NotFound, TooLarge
+
+T = TypeVar("T")
+
+
+class JobStore:
+    def __init__(self, session_factory: sessionmaker) -> None:
+        self._sessions = session_factory
+
+    def _run(self, work: Callable[[Session], T]) -> T:
+        with self._sessions.begin() as session:
+            return work(session)
+
+    # -- jobs, as the API sees them -------------------------------------------------------
+
+    def create_job(
+        self,
+        request: dict[str, Any],
+        *,
+        owner: str = "",
+        idempotency_key: str | None = None,
+        max_queued: int | None = None,
+    ) -> tuple[Job, bool]:
+        """Commit a queued job; returns (job, created). A repeated idempotency key returns the
+        job it created first."""
+        idempotency_key = idempotency_key or None
+        if idempotency_key:
+            existing = self._find_idempotent(owner, idempotency_key)
+            if existing:
+                return existing, False
+        job = Job(
+            id=uuid.uuid4().hex,
+            status=JobStatus.queued,
+            model_name=request["model_name"],
+            architecture=request["architecture"],
+            dataset=request["dataset"],
+            request=request,
+            epochs=request["epochs"],
+            owner=owner,
+            idempotency_key=idempotency_key,
+        )
+
+        def insert(session: Session) -> None:
+            if max_queued is not None:
+                queued = session.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.status == JobStatus.queued, Job.owner == owner)
+                )
+                if queued >= max_queued:
+                    raise TooLarge(
+                        f"{queued} jobs of this API key are already queued, the limit is "
+                        f"{max_queued} (TRAINSERVE_MAX_QUEUED_JOBS); wait for some to finish"
+                    )
+            session.add(job)
+
+        try:
+            self._run(insert)
+        except IntegrityError:
+            existing = idempotency_key and self._find_idempotent(owner, idempotency_key)
+            if not existing:
+                raise
+            return existing, False
+        return job, True
+
+    def _find_idempotent(self, owner: str, key: str) -> Job | None:
+        stmt = select(Job).where(Job.owner == owner, Job.idempotency_key == key)
+        return self._run(lambda s: s.scalar(stmt))
+
+    def get_job(self, job_id: str) -> Job:
+        job = self._run(lambda s: s.get(Job, job_id))
+        if job is None:
+            raise NotFound(f"job '{job_id}' does not exist")
+        return job
+
+    def list_jobs(
+        self, *, status: str | None, model_name: str | None, limit: int, offset: int
+    ) -> tuple[list[Job], int]:
+        query = select(Job)
+        if status:
+            query = query.where(Job.status == status)
+        if model_name:
+            query = query.where(Job.model_name == model_name)
+
+        def read(session: Session) -> tuple[list[Job], int]:
+            total = session.scalar(select(func.count()).select_from(query.subquery()))
+            page = query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+            return list(session.scalars(page)), total
+
+        return self._run(read)
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        self.get_job(job_id)
+        stmt = select(JobEvaluation).where(JobEvaluation.job_id == job_id)
+        rows = self._run(lambda s: list(s.scalars(stmt.order_by(JobEvaluation.epoch))))
+        return [{"epoch": r.epoch, **r.values} for r in rows]
+
+    def cancel(self, job_id: str) -> Job:
+        """Queued -> cancelled at once; running -> cancel requested (the worker stops it)."""
+        now = utcnow()
+        queued = (
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.queued)
+            .values(status=JobStatus.cancelled, finished_at=now, cancel_requested=True)
+        )
+        running = (
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.running)
+            .values(cancel_requested=True)
+        )
+
+        def apply(session: Session) -> bool:
+            return (session.execute(queued).rowcount or session.execute(running).rowcount) > 0
+
+        changed = self._run(apply)
+        job = self.get_job(job_id)
+        if not changed:
+            raise Conflict(f"job '{job_id}' already ended with status '{job.status}'")
+        return job
+
+    def count_jobs(self, status: str) -> int:
+        stmt = select(func.count()).select_from(Job).where(Job.status == status)
+        return self._run(lambda s: s.scalar(stmt))
+
+    # -- jobs, as a worker sees them ------------------------------------------------------
+
+    def claim(self, job_id: str, worker: str) -> int | None:
+        """Take a queued job: mark it running and return a new lease token, else None."""
+        now = utcnow()
+        stmt = (
+            update(Job)
+            .where(
+                Job.id == job_id, Job.status == JobStatus.queued, Job.cancel_requested.is_(False)
+            )
+            .values(
+                status=JobStatus.running,
+                worker=worker,
+                heartbeat_at=now,
+                started_at=func.coalesce(Job.started_at, now),
+                attempts=Job.attempts + 1,
+                lease=Job.lease + 1,
+            )
+        )
+
+        def apply(session: Session) -> int | None:
+            if session.execute(stmt).rowcount == 0:
+                return None
+            return session.scalar(select(Job.lease).where(Job.id == job_id))
+
+        return self._run(apply)
+
+    def _fenced(self, job_id: str, lease: int):
+        return update(Job).where(
+            Job.id == job_id, Job.lease == lease, Job.status == JobStatus.running
+        )
+
+    def heartbeat(self, job_id: str, lease: int, epoch: int | None = None) -> bool:
+        """Refresh the heartbeat (and progress); returns whether a cancel was asked."""
+        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        if epoch is not None:
+            values["epoch"] = epoch
+
+        def apply(session: Session) -> bool:
+            if session.execute(self._fenced(job_id, lease).values(**values)).rowcount == 0:
+                raise LeaseLost(job_id)
+            return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+        return self._run(apply)
+
+    def record_evaluation(self, job_id: str, lease: int, row: dict[str, Any]) -> None:
+        """Store one evaluation (replacing a row of the same epoch, as after a resume)."""
+        values = {k: v for k, v in row.items() if k != "epoch"}
+        epoch = int(row["epoch"])
+
+        def apply(session: Session) -> None:
+            fenced = self._fenced(job_id, lease).values(metrics=values, epoch=epoch)
+            if session.execute(fenced).rowcount == 0:
+                raise LeaseLost(job_id)
+            session.execute(
+                delete(JobEvaluation).where(
+                    JobEvaluation.job_id == job_id, JobEvaluation.epoch == epoch
+                )
+            )
+            session.add(JobEvaluation(job_id=job_id, epoch=epoch, values=values))
+
+        self._run(apply)
+
+    def finish(self, job_id: str, lease: int, status: str, error: str | None = None) -> None:
+        stmt = self._fenced(job_id, lease).values(status=status, error=error, finished_at=utcnow())
+        self._run(lambda s: s.execute(stmt))
+
+    def requeue(self, job_id: str, lease: int) -> bool:
+        """Give a running job back to the queue (worker shutting down)."""
+        stmt = self._fenced(job_id, lease).values(status=JobStatus.queued, worker=None)
+        return self._run(lambda s: s.execute(stmt).rowcount) == 1
+
+    def stale_running(self, older_than: timedelta) -> list[Job]:
+        cutoff = utcnow() - older_than
+        stmt = select(Job).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
+        return self._run(lambda s: list(s.scalars(stmt)))
+
+    def mark_enqueued(self, job_ids: list[str]) -> None:
+        stmt = update(Job).where(Job.id.in_(job_ids)).values(enqueued_at=utcnow())
+        self._run(lambda s: s.execute(stmt))
+
+    def waiting_since(self, older_than: timedelta) -> list[str]:
+        """Queued jobs last sent to the queue before `older_than` ago, oldest first."""
+        cutoff = utcnow() - older_than
+        stmt = (
+            select(Job.id)
+            .where(Job.status == JobStatus.queued, Job.enqueued_at < cutoff)
+            .order_by(Job.created_at)
+        )
+        return self._run(lambda s: list(s.scalars(stmt)))
+
+    def reap(self, job: Job, older_than: timedelta, max_attempts: int) -> str | None:
+        """A running job whose worker stopped beating: back to the queue, or failed once it
+        has used its attempts. Fenced on its lease and stale heartbeat, so that two reapers,
+        or a worker that comes back to life, cannot both act. Returns the new status."""
+        cutoff = utcnow() - older_than
+        stale = update(Job).where(
+            Job.id == job.id,
+            Job.lease == job.lease,
+            Job.status == JobStatus.running,
+            Job.heartbeat_at < cutoff,
+        )
+        if job.attempts >= max_attempts:
+            error = (
+                f"the worker running this job stopped answering {job.attempts} times "
+                f"(last on {job.worker}); it was not retried again. The job may exhaust the "
+                "worker's memory: try a smaller batch_size or architecture"
+            )
+            values = {"status": JobStatus.failed, "error": error, "finished_at": utcnow()}
+        else:
+            values = {"status": JobStatus.queued, "worker": None}
+        changed = self._run(lambda s: s.execute(stale.values(**values)).rowcount)
+        return values["status"] if changed else None
+
+    # -- models ---------------------------------------------------------------------------
+
+    def publish_version(
+        self,
+        job_id: str,
+        lease: int,
+        version_fields: dict[str, Any],
+        write_weights: Callable[[int], tuple[str, int]],
+    ) -> int:
+        """Add the next version of a model and mark the job succeeded, in one transaction.
+
+        `write_weights(version)` stores the file and returns (sha256, size); it runs while the
+        model row is locked, so the file exists before any reader can see the version.
+        """
+        name = version_fields["model_name"]
+        self._ensure_model(name, version_fields["task"], version_fields["architecture"])
+
+        def apply(session: Session) -> int:
+            bump = (
+                update(RegisteredModel)
+                .where(RegisteredModel.name == name)
+                .values(latest_version=RegisteredModel.latest_version + 1)
+                .returning(RegisteredModel.latest_version)
+            )
+            version = session.execute(bump).scalar_one()
+            sha256, size = write_weights(version)
+            session.add(
+                ModelVersion(
+                    version=version, job_id=job_id, sha256=sha256, size_bytes=size, **version_fields
+                )
+            )
+            done = self._fenced(job_id, lease).values(
+                status=JobStatus.succeeded, finished_at=utcnow(), model_version=version, error=None
+            )
+            if session.execute(done).rowcount == 0:
+                raise LeaseLost(job_id)
+            return version
+
+        return self._run(apply)
+
+    def _ensure_model(self, name: str, task: str, architecture: str) -> None:
+        if self._run(lambda s: s.get(RegisteredModel, name)) is not None:
+            return
+        # Another job may create it at the same moment: then the row exists, all we need.
+        with contextlib.suppress(IntegrityError):
+            self._run(
+                lambda s: s.add(RegisteredModel(name=name, task=task, architecture=architecture))
+            )
+
+    def list_models(self) -> list[RegisteredModel]:
+        stmt = (
+            select(RegisteredModel)
+            .where(RegisteredModel.latest_version > 0)
+            .order_by(RegisteredModel.name)
+        )
+        return self._run(lambda s: list(s.scalars(stmt)))
+
+    def get_model(self, name: str) -> tuple[RegisteredModel, list[ModelVersion]]:
+        def read(session: Session):
+            model = session.get(RegisteredModel, name)
+            if model is None or model.latest_version == 0:
+                raise NotFound(f"model '{name}' does not exist")
+            stmt = select(ModelVersion).where(ModelVersion.model_name == name)
+            return model, list(session.scalars(stmt.order_by(ModelVersion.version)))
+
+        return self._run(read)
+
+    def get_version(self, name: str, version: int | None) -> ModelVersion:
+        model, versions = self.get_model(name)
+        wanted = model.latest_version if version is None else version
+        for row in versions:
+            if row.version == wanted:
+                return row
+        known = ", ".join(str(v.version) for v in versions)
+        raise NotFound(f"model '{name}' has no version {wanted}; versions: {known}")
+
+    def mark_corrupt(self, name: str, version: int) -> None:
+        stmt = (
+            update(ModelVersion)
+            .where(ModelVersion.model_name == name, ModelVersion.version == version)
+            .values(corrupt=True)
+        )
+        self._run(lambda s: s.execute(stmt))
+
+    # -- uploaded datasets ----------------------------------------------------------------
+
+    def add_dataset(self, row: UploadedDataset) -> UploadedDataset:
+        try:
+            self._run(lambda s: s.add(row))
+        except IntegrityError:
+            raise Conflict(f"dataset '{row.name}' already exists; choose another name") from None
+        return row
+
+    def dataset_uses(self, sha256: str) -> int:
+        """How many uploaded datasets hold the content of this hash."""
+        stmt = (
+            select(func.count())
+            .select_from(UploadedDataset)
+            .where(UploadedDataset.sha256 == sha256)
+        )
+        return self._run(lambda s: s.scalar(stmt))
+
+    def get_dataset(self, name: str) -> UploadedDataset | None:
+        return self._run(lambda s: s.get(UploadedDataset, name))
+
+    def list_datasets(self) -> list[UploadedDataset]:
+        stmt = select(UploadedDataset).order_by(UploadedDataset.name)
+        return self._run(lambda s: list(s.scalars(stmt)))

@@ -1,1 +1,0 @@
-"""One APIRouter per resource, collected in app.main."""

@@ -1,0 +1,139 @@
+"""The job store on SQLite and on PostgreSQL: transitions, fencing, versions, idempotency."""
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+
+from app.core.db import make_engine, make_session_factory
+from app.core.errors import Conflict, LeaseLost, NotFound, TooLarge
+from app.core.store import JobStore
+from tests.e2e.processes import postgres_database
+
+REQUEST = {
+    "model_name": "m",
+    "architecture": "mlp",
+    "dataset": "diabetes",
+    "epochs": 3,
+}
+VERSION_FIELDS = {
+    "model_name": "m",
+    "task": "regression",
+    "architecture": "mlp",
+    "input_shape": [10],
+    "classes": None,
+    "metrics": {"val_loss": 2.0},
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield JobStore(make_session_factory(make_engine(f"sqlite:///{tmp_path}/t.db")))
+        return
+    with postgres_database() as url:
+        engine = make_engine(url)
+        yield JobStore(make_session_factory(engine))
+        engine.dispose()
+
+
+def test_job_lifecycle(store):
+    job, created = store.create_job(REQUEST)
+    assert created and job.status == "queued"
+    lease = store.claim(job.id, "host-a")
+    assert lease == 1
+    assert store.claim(job.id, "host-b") is None  # a second delivery does nothing
+    running = store.get_job(job.id)
+    assert (running.status, running.worker, running.attempts) == ("running", "host-a", 1)
+    assert store.heartbeat(job.id, lease, epoch=1) is False
+    store.record_evaluation(job.id, lease, {"epoch": 1, "train_loss": 2.0, "val_loss": 3.0})
+    store.record_evaluation(job.id, lease, {"epoch": 1, "train_loss": 1.5, "val_loss": 2.5})
+    store.record_evaluation(job.id, lease, {"epoch": 2, "train_loss": 1.0, "val_loss": 2.0})
+    assert store.history(job.id) == [
+        {"epoch": 1, "train_loss": 1.5, "val_loss": 2.5},
+        {"epoch": 2, "train_loss": 1.0, "val_loss": 2.0},
+    ]
+    version = store.publish_version(job.id, lease, VERSION_FIELDS, lambda v: ("ab" * 32, 10))
+    assert version == 1
+    done = store.get_job(job.id)
+    assert (done.status, done.model_version, done.epoch) == ("succeeded", 1, 2)
+    assert done.finished_at is not None
+    with pytest.raises(Conflict, match="succeeded"):
+        store.cancel(job.id)
+
+
+def test_versions_count_up_per_model(store):
+    versions = []
+    for _ in range(3):
+        job, _ = store.create_job(REQUEST)
+        lease = store.claim(job.id, "w")
+        fake_write = lambda v: ("0" * 64, 1)  # noqa: E731 - the file itself is not under test
+        versions.append(store.publish_version(job.id, lease, VERSION_FIELDS, fake_write))
+    assert versions == [1, 2, 3]
+    model, rows = store.get_model("m")
+    assert model.latest_version == 3 and [r.version for r in rows] == [1, 2, 3]
+    assert store.get_version("m", None).version == 3
+    with pytest.raises(NotFound, match="versions: 1, 2, 3"):
+        store.get_version("m", 7)
+
+
+def test_a_stale_lease_cannot_write(store):
+    job, _ = store.create_job(REQUEST)
+    old = store.claim(job.id, "w1")
+    assert store.requeue(job.id, old)
+    new = store.claim(job.id, "w2")
+    assert new == old + 1
+    with pytest.raises(LeaseLost):
+        store.heartbeat(job.id, old)
+    with pytest.raises(LeaseLost):
+        store.record_evaluation(job.id, old, {"epoch": 1, "val_loss": 1.0})
+    store.finish(job.id, old, "failed", error="stale")
+    assert store.get_job(job.id).status == "running"
+    assert store.get_job(job.id).attempts == 2
+
+
+def test_cancel_queued_and_running(store):
+    queued, _ = store.create_job(REQUEST)
+    assert store.cancel(queued.id).status == "cancelled"
+    assert store.claim(queued.id, "w") is None  # never started
+    running, _ = store.create_job(REQUEST)
+    lease = store.claim(running.id, "w")
+    assert store.cancel(running.id).cancel_requested
+    assert store.heartbeat(running.id, lease) is True
+    with pytest.raises(NotFound):
+        store.cancel("nope")
+
+
+def test_list_filters_and_pages_newest_first(store):
+    ids = [store.create_job({**REQUEST, "model_name": f"m{i % 2}"})[0].id for i in range(5)]
+    items, total = store.list_jobs(status=None, model_name=None, limit=2, offset=0)
+    assert total == 5 and [j.id for j in items] == ids[::-1][:2]
+    items, total = store.list_jobs(status="queued", model_name="m0", limit=10, offset=1)
+    assert total == 3 and len(items) == 2
+
+
+def test_idempotency_key_makes_one_job_under_concurrency(store):
+    def post(_):
+        return store.create_job(REQUEST, owner="k", idempotency_key="same")
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(post, range(20)))
+    assert len({job.id for job, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    other, created = store.create_job(REQUEST, owner="other-key", idempotency_key="same")
+    assert created and other.id != results[0][0].id
+
+
+def test_queue_limit_is_per_key(store):
+    store.create_job(REQUEST, owner="a", max_queued=2)
+    store.create_job(REQUEST, owner="a", max_queued=2)
+    with pytest.raises(TooLarge, match="limit is 2"):
+        store.create_job(REQUEST, owner="a", max_queued=2)
+    assert store.create_job(REQUEST, owner="b", max_queued=2)[1]
+
+
+def test_stale_running_jobs_are_found(store):
+    job, _ = store.create_job(REQUEST)
+    store.claim(job.id, "w")
+    assert store.stale_running(timedelta(seconds=60)) == []
+    assert [j.id for j in store.stale_running(timedelta(seconds=-1))] == [job.id]
