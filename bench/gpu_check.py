@@ -13,16 +13,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.training import OptimizerConfig, TrainingConfig, run_training  # noqa: E402
+from models.request import TrainingRequest
+from models.training import run_training  # noqa: E402
 
 
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}")
     for bf16 in (False, True):
-        config = TrainingConfig(
+        config = TrainingRequest(
             architecture="mnist_convnet",
             dataset="digits28",
-            optimizer=OptimizerConfig("sgd", lr=0.01, momentum=0.9),
+            optimizer={"name": "sgd", "lr": 0.01, "momentum": 0.9},
             epochs=5,
             device="cuda",
             bf16=bf16,
@@ -35,10 +36,10 @@ def main() -> None:
             f"digits28 mnist_convnet cuda bf16={bf16}: accuracy {accuracy:.3f} in {seconds:.1f} s"
         )
         assert accuracy >= 0.9, accuracy
-    config = TrainingConfig(
+    config = TrainingRequest(
         architecture="house_prices_mlp",
         dataset="boston_housing",
-        optimizer=OptimizerConfig("adam", lr=0.01),
+        optimizer={"name": "adam", "lr": 0.01},
         epochs=100,
         eval_every=10,
         device="cuda",

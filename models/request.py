@@ -112,7 +112,7 @@ TRAINING_EXAMPLE = {
     "dataset_params": {},
     "test_fraction": 0.2,
     "loss": "mse",
-    "optimizer": {"name": "adam", "lr": 0.01},
+    "optimizer": {"name": "adam", "lr": 0.01, "betas": [0.9, 0.999], "weight_decay": 0.0},
     "epochs": 100,
     "batch_size": 32,
     "eval_every": 10,

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from app.api.main import create_app
 from app.core.services import Services
 from app.core.settings import Settings
-from models.training import TrainingConfig, TrainingResult, run_training
+from models.request import TrainingRequest
+from models.training import TrainingResult, run_training
 from workers.runner import publish_result
 
 KEY = "test-key-0123456789"
@@ -78,13 +79,13 @@ def sent(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.fixture(scope="session")
 def house_model() -> TrainingResult:
-    config = TrainingConfig(architecture="house_prices_mlp", dataset="boston_housing", epochs=2)
+    config = TrainingRequest(architecture="house_prices_mlp", dataset="boston_housing", epochs=2)
     return run_training(config)
 
 
 @pytest.fixture(scope="session")
 def classifier_model() -> TrainingResult:
-    config = TrainingConfig(
+    config = TrainingRequest(
         architecture="mlp",
         dataset="synthetic_classification",
         dataset_params={"n_samples": 60, "n_features": 4, "n_classes": 3},

@@ -6,8 +6,8 @@ import httpx
 import numpy as np
 import pytest
 
+from models.catalogue import load_dataset
 from models.weights_file import deserialize_model
-from models.datasets import load_dataset
 from tests.e2e.processes import wait_for_job
 
 pytestmark = pytest.mark.e2e

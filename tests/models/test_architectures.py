@@ -6,16 +6,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models import architectures
+from models import builtin_architectures
 from models.architectures import (
+    ARCHITECTURES,
     MAX_PARAMETERS,
     count_parameters,
-    get_architecture,
-    list_architectures,
     register_architecture,
 )
+from models.catalogue import get_architecture, list_architectures
 from models.errors import CatalogueError
-from models.params import bounded
+from models.params import bounded, build_config
 from models.torchvision_archs import TORCHVISION_MODELS
 
 FLAT_SHAPES = [(13,), (10,)]
@@ -194,21 +194,21 @@ def test_unknown_architecture_lists_known_names():
 
 
 def test_duplicate_registration_is_refused(monkeypatch):
-    monkeypatch.setattr(architectures, "_REGISTRY", dict(architectures._REGISTRY))
+    monkeypatch.setattr(ARCHITECTURES, "_entries", dict(ARCHITECTURES._entries))
     before = get_architecture("mlp")
     with pytest.raises(ValueError, match="already registered"):
         register_architecture(
             "mlp",
             tasks=("regression",),
             description="x",
-            config_cls=architectures.MLPConfig,
+            config_cls=builtin_architectures.MLPConfig,
             input_kind="features",
         )(lambda config, shape, out: nn.Linear(shape[0], out))
     assert get_architecture("mlp") is before
 
 
 def test_register_new_architecture_and_unbounded_params(monkeypatch):
-    monkeypatch.setattr(architectures, "_REGISTRY", dict(architectures._REGISTRY))
+    monkeypatch.setattr(ARCHITECTURES, "_entries", dict(ARCHITECTURES._entries))
 
     @dataclasses.dataclass(frozen=True)
     class LinearConfig:
@@ -281,7 +281,7 @@ def _largest_config(arch):
 @pytest.mark.parametrize("name", ["house_prices_mlp", "mlp", "mnist_convnet", *TORCHVISION_MODELS])
 def test_worst_case_sizes_stay_under_the_limit(name):
     arch = get_architecture(name)
-    config = architectures.build_config(arch.config_cls, _largest_config(arch), owner=name)
+    config = build_config(arch.config_cls, _largest_config(arch), owner=name)
     for shape in _supported_shapes(arch):
         with torch.device("meta"):
             model = arch.builder(config, shape, 10)

@@ -5,11 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.callbacks import (
-    Callback,
-    Checkpointing,
-    EarlyStopping,
-    ProgressBar,
+from models.callbacks import Callback, Checkpointing, EarlyStopping, ProgressBar
+from models.checkpoints import (
     checkpoint_paths,
     latest_checkpoint,
     load_checkpoint,

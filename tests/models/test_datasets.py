@@ -10,16 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import datasets
 from models.builtin_datasets import BOSTON_SHA256, boston_csv_bytes
-from models.datasets import (
-    Dataset,
-    DatasetShape,
-    get_dataset,
-    list_datasets,
-    load_dataset,
-    register_dataset,
-)
+from models.catalogue import get_dataset, list_datasets, load_dataset
+from models.datasets import DATASETS, Dataset, DatasetShape, register_dataset
 from models.errors import CatalogueError, DatasetUnavailableError
 from models.params import bounded
 
@@ -77,7 +70,7 @@ class _TinyParams:
 
 
 def test_register_dataset_refuses_duplicates_and_validates_params(monkeypatch):
-    monkeypatch.setattr(datasets, "_REGISTRY", dict(datasets._REGISTRY))
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))
 
     @register_dataset(
         "tiny",
@@ -111,8 +104,8 @@ def test_info_gives_static_metadata_without_loading(monkeypatch, tmp_path):
     def fail(*args):
         raise AssertionError("info() must not load data")
 
-    registry = {n: dataclasses.replace(s, loader=fail) for n, s in datasets._REGISTRY.items()}
-    monkeypatch.setattr(datasets, "_REGISTRY", registry)
+    registry = {n: dataclasses.replace(s, loader=fail) for n, s in DATASETS._entries.items()}
+    monkeypatch.setattr(DATASETS, "_entries", registry)
     infos = {spec.name: spec.info(tmp_path) for spec in list_datasets()}
     assert infos["boston_housing"].n_samples == 506
     assert infos["boston_housing"].input_shape == (13,)

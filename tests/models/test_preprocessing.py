@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 import torch
 
-from models.datasets import Dataset, load_dataset
+from models.catalogue import load_dataset
+from models.datasets import Dataset
 from models.errors import CatalogueError, CheckpointError
 from models.preprocessing import Standardizer, train_test_split
 

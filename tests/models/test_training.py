@@ -3,15 +3,16 @@
 import pytest
 
 from models.errors import CatalogueError
-from models.training import OptimizerConfig, TrainingConfig, check_compatible, run_training
+from models.request import TrainingRequest
+from models.training import check_compatible, run_training
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_house_prices_mlp_learns_boston_housing(seed):
-    config = TrainingConfig(
+    config = TrainingRequest(
         architecture="house_prices_mlp",
         dataset="boston_housing",
-        optimizer=OptimizerConfig("adam", lr=0.01),
+        optimizer={"name": "adam", "lr": 0.01},
         epochs=100,
         eval_every=10,
         seed=seed,
@@ -27,10 +28,10 @@ def test_house_prices_mlp_learns_boston_housing(seed):
 
 
 def test_mnist_convnet_reaches_95_percent_on_digits28():
-    config = TrainingConfig(
+    config = TrainingRequest(
         architecture="mnist_convnet",
         dataset="digits28",
-        optimizer=OptimizerConfig("sgd", lr=0.01, momentum=0.9),  # the tutorial's settings
+        optimizer={"name": "sgd", "lr": 0.01, "momentum": 0.9},  # the tutorial's settings
         epochs=5,
         seed=0,
         device="cpu",
@@ -41,17 +42,25 @@ def test_mnist_convnet_reaches_95_percent_on_digits28():
 
 
 def test_same_seed_same_history():
-    config = TrainingConfig(architecture="mlp", dataset="diabetes", epochs=3, seed=7, device="cpu")
+    config = TrainingRequest(architecture="mlp", dataset="diabetes", epochs=3, seed=7, device="cpu")
     assert run_training(config).history == run_training(config).history
 
 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (TrainingConfig("resnet18", "boston_housing"), "regression"),
-        (TrainingConfig("mnist_convnet", "boston_housing"), "1x28x28"),
-        (TrainingConfig("mlp", "boston_housing", loss="cross_entropy"), "cross_entropy"),
-        (TrainingConfig("mlp", "digits", architecture_params={"hidden_size": 0}), "hidden_size"),
+        (TrainingRequest(architecture="resnet18", dataset="boston_housing"), "regression"),
+        (TrainingRequest(architecture="mnist_convnet", dataset="boston_housing"), "1x28x28"),
+        (
+            TrainingRequest(architecture="mlp", dataset="boston_housing", loss="cross_entropy"),
+            "cross_entropy",
+        ),
+        (
+            TrainingRequest(
+                architecture="mlp", dataset="digits", architecture_params={"hidden_size": 0}
+            ),
+            "hidden_size",
+        ),
     ],
 )
 def test_incompatible_requests_are_refused_before_training(config, message):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from models.builtin_datasets import boston_csv_bytes
-from models.datasets import Dataset, load_dataset
+from models.catalogue import load_dataset
+from models.datasets import Dataset
 from models.errors import DataFormatError
 from models.uploads import MAX_CLASSES, dataset_to_npz, parse_csv, parse_npz
 

@@ -22,8 +22,8 @@ import pytest
 
 from app.api.main import create_app
 from app.core.names import is_slug
-from tests.app.conftest import AUTH, make_settings, publish
 from tests.app.api.test_models import BOSTON_ROW
+from tests.app.conftest import AUTH, make_settings, publish
 from tests.e2e.processes import postgres_database
 from tests.security.server import serve
 

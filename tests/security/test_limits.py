@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from app.core.settings import Settings
-from tests.app.conftest import AUTH, make_settings, publish
 from tests.app.api.test_models import BOSTON_ROW
+from tests.app.conftest import AUTH, make_settings, publish
 
 MINIMAL = {"model_name": "house", "architecture": "house_prices_mlp", "dataset": "boston_housing"}
 LIMITS = {

@@ -30,11 +30,12 @@ from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis.python.asgi import shutdown_lifespans
 from sqlalchemy import delete
 
-from app.core.db import Job, JobEvaluation, UploadedDataset, make_engine
 from app.api.main import create_app
-from models.training import TrainingConfig, run_training
-from tests.app.conftest import AUTH, KEY, make_settings, publish
+from app.core.db import Job, JobEvaluation, UploadedDataset, make_engine
+from models.request import TrainingRequest
+from models.training import run_training
 from tests.app.api.test_models import BOSTON_ROW
+from tests.app.conftest import AUTH, KEY, make_settings, publish
 
 MAX_EXAMPLES = 200  # per operation and phase: the module runs in ~40 s on 2 cores
 STATEFUL_SCENARIOS = 60
@@ -82,7 +83,7 @@ def _seed() -> dict[str, str]:
     """A published model version (and so a succeeded job, with its evaluation history)."""
     services = APP.state.services
     result = run_training(
-        TrainingConfig(architecture="house_prices_mlp", dataset="boston_housing", epochs=1)
+        TrainingRequest(architecture="house_prices_mlp", dataset="boston_housing", epochs=1)
     )
     publish(services, "house-prices", result)
     succeeded = services.store.list_jobs(status="succeeded", model_name=None, limit=1, offset=0)

@@ -18,10 +18,11 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from app.core.artifacts import weights_key
 from app.core.db import ModelVersion, make_engine
 from app.core.services import Services
-from tests.app.conftest import publish
 from tests.app.api.test_models import BOSTON_ROW
+from tests.app.conftest import publish
 
 NAME = "house-prices"
 
@@ -107,7 +108,7 @@ def test_the_planted_pickle_would_run(marker, zipfile):
 def test_a_pickle_in_place_of_the_weights_is_refused(
     client, services, house, marker, zipfile, no_unpickling
 ):
-    path = services.weights.path(NAME, 1)
+    path = services.artifacts.path(weights_key(NAME, 1))
     path.write_bytes(torch_pickle(marker, zipfile=zipfile))
     assert_refused(client, services, reason="sha256 mismatch")
     assert not marker.exists()
@@ -137,7 +138,7 @@ def test_a_pickle_with_a_forged_sha256_is_refused_unread(
             b'{"__metadata__": {"format": "pt"}}', pickle.dumps(Planted(str(marker)))
         ),
     }[forged]()
-    services.weights.path(NAME, 1).write_bytes(data)
+    services.artifacts.path(weights_key(NAME, 1)).write_bytes(data)
     forge_sha256(services, data)
     assert_refused(client, services, reason="not a trainserve safetensors file")
     assert not marker.exists()
@@ -146,14 +147,14 @@ def test_a_pickle_with_a_forged_sha256_is_refused_unread(
 def test_a_pt_file_next_to_the_weights_is_never_read(
     client, services, house, marker, no_unpickling
 ):
-    directory = services.weights.path(NAME, 1).parent
+    directory = services.artifacts.path(weights_key(NAME, 1)).parent
     for name in ("v1.pt", "v1.pth", "v1.bin", "v2.pt", "model.pkl"):
         (directory / name).write_bytes(torch_pickle(marker, zipfile=True))
     predict = client.post(f"/v1/models/{NAME}/predict", json={"inputs": [BOSTON_ROW]})
     assert predict.status_code == 200, predict.text
     download = client.get(f"/v1/models/{NAME}/versions/1/weights")
     assert download.status_code == 200
-    assert download.content == services.weights.get(NAME, 1)
+    assert download.content == services.artifacts.get(weights_key(NAME, 1))
     assert download.content[8:].lstrip().startswith(b"{")  # safetensors, not the pickle
     assert client.get(f"/v1/models/{NAME}/versions/2/weights").status_code == 404
     assert not marker.exists()

@@ -2,11 +2,12 @@
 
 import pytest
 
+from app.core.artifacts import weights_key
 from app.core.services import build_services
 from app.core.settings import Settings
 from models.weights_file import read_card
 from workers.progress import StoreProgress, shutdown_requested
-from workers.runner import run_job
+from workers.runner import checkpoint_dir, run_job
 
 BOSTON = {
     "model_name": "house",
@@ -34,9 +35,9 @@ def test_a_job_trains_publishes_and_cleans_up(services):
     assert (done.status, done.model_version, done.worker) == ("succeeded", 1, "w1")
     assert [row["epoch"] for row in services.store.history(job.id)] == [2, 4, 6]
     version = services.store.get_version("house", 1)
-    card = read_card(services.weights.get("house", 1))
+    card = read_card(services.artifacts.get(weights_key("house", 1)))
     assert card.architecture == "house_prices_mlp" and version.input_shape == [13]
-    assert not services.checkpoint_dir(job.id).exists()
+    assert not checkpoint_dir(services, job.id).exists()
 
 
 def test_a_second_delivery_does_nothing(services):
@@ -90,6 +91,6 @@ def test_shutdown_checkpoints_and_requeues(services, monkeypatch):
         shutdown_requested.clear()
     assert services.store.get_job(job.id).status == "queued"
     assert sent == [job.id]
-    assert list(services.checkpoint_dir(job.id).glob("*.ckpt"))
+    assert list(checkpoint_dir(services, job.id).glob("*.ckpt"))
     assert run_job(job.id, services) == "succeeded"  # resumes from the checkpoint
     assert [row["epoch"] for row in services.store.history(job.id)] == [2, 4, 6]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.core.artifacts import dataset_key
 from app.core.services import Services
 
 CSV = b"a,b,label\n1,2,3.5\n2,3,4.5\n3,4,5.5\n4,5,6.5\n"
@@ -33,7 +34,8 @@ def test_csv_upload_is_listed_and_trainable(client: TestClient, services: Servic
     assert entry["task"] == "regression" and entry["n_samples"] == 4 and entry["input_shape"] == [2]
     listed = {d["name"]: d for d in client.get("/v1/datasets").json()}
     assert listed["mine"] == entry
-    assert services.dataset_path("mine").is_file()
+    row = services.store.get_dataset("mine")
+    assert services.artifacts.list("datasets/") == [dataset_key(row.sha256)]
     job = client.post(
         "/v1/jobs", json={"model_name": "m", "architecture": "mlp", "dataset": "mine"}
     )
@@ -90,7 +92,7 @@ def test_bad_csv(client: TestClient, services: Services, data, form, code, messa
     assert response.status_code == code, response.text
     assert message in str(response.json()["detail"])
     assert services.store.get_dataset("mine") is None
-    assert not services.dataset_path("mine").exists()
+    assert services.artifacts.list("datasets/") == []
 
 
 def test_npz_with_objects_is_refused(client: TestClient):

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from safetensors import safe_open
 
+from app.core.artifacts import weights_key
 from app.core.services import Services
 from models.predictor import Predictor
 from models.training import TrainingResult
@@ -134,7 +135,7 @@ def test_weights_download_is_valid_safetensors(client: TestClient, services, hou
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
     assert 'filename="house-prices-v1.safetensors"' in response.headers["content-disposition"]
-    assert response.content == services.weights.get(house, 1)
+    assert response.content == services.artifacts.get(weights_key(house, 1))
     path = tmp_path / "w.safetensors"
     path.write_bytes(response.content)
     with safe_open(str(path), framework="pt") as handle:
@@ -144,7 +145,7 @@ def test_weights_download_is_valid_safetensors(client: TestClient, services, hou
 
 
 def _flip_a_byte(services: Services, name: str, version: int) -> None:
-    path = services.weights.path(name, version)
+    path = services.artifacts.path(weights_key(name, version))
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -162,7 +163,7 @@ def test_corrupt_weights_are_503_naming_the_version(client: TestClient, services
 
 
 def test_missing_weights_are_503(client: TestClient, services, house):
-    services.weights.delete(house, 1)
+    services.artifacts.delete(weights_key(house, 1))
     response = client.post(f"/v1/models/{house}/predict", json={"inputs": [BOSTON_ROW]})
     assert response.status_code == 503 and "missing" in response.json()["detail"]
 

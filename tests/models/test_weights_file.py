@@ -7,19 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from models.weights_file import deserialize_model, read_card
-from models.datasets import load_dataset
+from models.catalogue import load_dataset
 from models.errors import CheckpointError
 from models.predictor import InputError, Predictor, check_inputs
-from models.training import OptimizerConfig, TrainingConfig, run_training
+from models.request import TrainingRequest
+from models.training import run_training
+from models.weights_file import deserialize_model, read_card
 
 
 @pytest.fixture(scope="module")
 def boston_result():
-    config = TrainingConfig(
+    config = TrainingRequest(
         "house_prices_mlp",
         "boston_housing",
-        optimizer=OptimizerConfig("adam", 0.01),
+        optimizer={"name": "adam", "lr": 0.01},
         epochs=20,
         device="cpu",
     )
@@ -28,7 +29,7 @@ def boston_result():
 
 @pytest.fixture(scope="module")
 def digits_result():
-    config = TrainingConfig("mlp", "digits28", epochs=2, device="cpu")
+    config = TrainingRequest(architecture="mlp", dataset="digits28", epochs=2, device="cpu")
     return run_training(config)
 
 
