@@ -16,5 +16,10 @@ class DataFormatError(ValueError):
     """A user file (CSV, NPZ) that cannot be read as a dataset; the message says where and why."""
 
 
+class AmbiguousDataError(DataFormatError):
+    """A readable file that leaves a choice to the user (a target column of numbers and words:
+    classes or a typo?); the message says which choice to make."""
+
+
 class CheckpointError(ValueError):
     """A weights or checkpoint file that is not in the expected format or fails its checks."""

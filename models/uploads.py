@@ -6,7 +6,9 @@ header being line 1, and column name) and what is wrong. NPZ files are read with
 
 Targets: strings become classes (sorted unique names -> indices 0..K-1). Numbers are a
 regression target unless `task="classification"` (or, in NPZ, an integer dtype), in which
-case each distinct value is a class named by its value ("3", "0.5"), in numeric order.
+case each distinct value is a class named by its value ("3", "0.5"), in numeric order. A CSV
+target of numbers and words, with no `task`, is refused (AmbiguousDataError): it is as likely a
+typo in a numeric column as a set of class names.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from models.choices import TASKS
 from models.datasets import Dataset
-from models.errors import DataFormatError
+from models.errors import AmbiguousDataError, DataFormatError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_CLASSES = 1000
@@ -146,7 +148,16 @@ def _cell_value(cell: str, line: int, column: str) -> float:
 def _csv_target(
     cells: list[str], lines: list[int], target: str, task: str | None
 ) -> tuple[np.ndarray, list[str] | None]:
-    numeric = all(_is_number(c) for c in cells)
+    is_number = [_is_number(c) for c in cells]
+    numeric = all(is_number)
+    words = [(ln, c) for ln, c, n in zip(lines, cells, is_number, strict=True) if c and not n]
+    if task is None and words and any(is_number):
+        (line, text), first = words[0], cells[is_number.index(True)]
+        raise AmbiguousDataError(
+            f"line {line}, column '{target}': '{text}' is not a number, but other values are "
+            f"(such as '{first}'); send task=classification to treat every value as a class "
+            "name, or task=regression after fixing the value"
+        )
     if task == "regression" or numeric:
         values = [_cell_value(c, ln, target) for c, ln in zip(cells, lines, strict=True)]
         if task == "classification":

@@ -23,7 +23,13 @@ from starlette.routing import Match
 
 from app.core.errors import ServiceError
 from app.core.names import shown
-from models.errors import CatalogueError, DataFormatError, DatasetUnavailableError
+from models.choices import OPTIMIZERS
+from models.errors import (
+    AmbiguousDataError,
+    CatalogueError,
+    DataFormatError,
+    DatasetUnavailableError,
+)
 from models.predictor import InputError
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,8 @@ def error_response(exc: Exception) -> JSONResponse:
         code, detail, headers = exc.status_code, exc.detail, exc.headers
     elif isinstance(exc, RequestValidationError):
         code, detail = 422, [_validation_item(e) for e in exc.errors()]
+    elif isinstance(exc, AmbiguousDataError):  # readable, but the user must choose: 422
+        code, detail = 422, str(exc)
     elif isinstance(exc, DataFormatError):
         code, detail = 400, str(exc)
     elif isinstance(exc, CatalogueError | DatasetUnavailableError | InputError):
@@ -88,7 +96,7 @@ def _printable(detail: Any) -> Any:
 def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
     """FastAPI's error item, its message naming the field, without the input (which may be
     large, or NaN, which JSON cannot carry)."""
-    loc = [str(part) for part in error.get("loc", ())]
+    loc = _without_union_tags([str(part) for part in error.get("loc", ())])
     field = ".".join(loc[1:] if loc[:1] in (["body"], ["query"], ["path"], ["header"]) else loc)
     msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     kind = error.get("type")
@@ -105,6 +113,16 @@ def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
     if field and not msg.startswith(field):
         msg = f"{field}: {msg}"
     return {"loc": loc, "msg": msg, "type": error.get("type")}
+
+
+def _without_union_tags(loc: list[str]) -> list[str]:
+    """pydantic puts the tag of a tagged union in the location (`optimizer.adam.lr`); the
+    client wrote `optimizer.lr`."""
+    return [
+        part
+        for i, part in enumerate(loc)
+        if not (i > 0 and loc[i - 1] == "optimizer" and part in OPTIMIZERS)
+    ]
 
 
 async def handle(request: Request, exc: Exception) -> JSONResponse:

@@ -11,7 +11,7 @@ import torch
 from models.builtin_datasets import boston_csv_bytes
 from models.catalogue import load_dataset
 from models.datasets import Dataset
-from models.errors import DataFormatError
+from models.errors import AmbiguousDataError, DataFormatError
 from models.uploads import MAX_CLASSES, dataset_to_npz, parse_csv, parse_npz
 
 # ---- CSV ----
@@ -81,6 +81,18 @@ def test_csv_drop_columns_bom_quotes_crlf_and_blank_lines():
 def test_csv_malformed_files_are_refused_with_a_message(data, target, task, message):
     with pytest.raises(DataFormatError, match=message):
         parse_csv(data, target=target, task=task)
+
+
+def test_csv_target_of_numbers_and_words_asks_for_the_task():
+    data = b"x,y\n1,2.5\n2,3\n3,three\n4,4\n"
+    with pytest.raises(AmbiguousDataError, match=r"line 4, column 'y': 'three' is not a number"):
+        parse_csv(data, target="y")
+    with pytest.raises(AmbiguousDataError, match="task=classification"):
+        parse_csv(data, target="y")
+    classes = parse_csv(data, target="y", task="classification")
+    assert classes.task == "classification" and classes.classes == ["2.5", "3", "4", "three"]
+    with pytest.raises(DataFormatError, match="line 4, column 'y': 'three' is not a number"):
+        parse_csv(data, target="y", task="regression")
 
 
 def test_csv_not_utf8_names_the_line():

@@ -18,8 +18,8 @@ from models.weights_file import deserialize_model, read_card
 @pytest.fixture(scope="module")
 def boston_result():
     config = TrainingRequest(
-        "house_prices_mlp",
-        "boston_housing",
+        architecture="house_prices_mlp",
+        dataset="boston_housing",
         optimizer={"name": "adam", "lr": 0.01},
         epochs=20,
         device="cpu",

@@ -84,6 +84,7 @@ def test_existing_names_conflict(client: TestClient):
         (b"a,b\n1,2\n3,4\n", {}, 400, "column 'label' is not in the header"),
         (b"", {}, 400, "empty"),
         (CSV, {"target": None}, 422, "'target'"),
+        (b"a,b,label\n1,2,3\n1,2,x\n", {}, 422, "line 3, column 'label': 'x' is not a number"),
         (CSV, {"task": "clustering"}, 422, "task"),
     ],
 )

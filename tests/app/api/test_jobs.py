@@ -41,7 +41,7 @@ def test_defaults_are_filled_in_and_stored(client: TestClient, services: Service
     assert request["optimizer"] == {
         "name": "adam",
         "lr": 0.001,
-        "momentum": 0.0,
+        "betas": [0.9, 0.999],
         "weight_decay": 0.0,
     }
     assert (request["epochs"], request["batch_size"], request["eval_every"]) == (10, 32, 1)
