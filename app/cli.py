@@ -30,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="a Celery worker taking training jobs")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (default 1)")
     worker.add_argument("--queues", default="training", help="comma-separated queues")
+
+    db = commands.add_parser("db", help="the job store's schema: upgrade | current | downgrade")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="apply pending migrations (to head)")
+    db_commands.add_parser("current", help="the database's revision, and whether it is head")
+    down = db_commands.add_parser("downgrade", help="migrate down to REVISION (base: no tables)")
+    down.add_argument("revision")
     return parser
 
 
@@ -177,12 +184,15 @@ def _announce(settings) -> None:
 
 
 def api(_args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app.api.main import create_app
     from app.core.settings import get_settings
 
     settings = get_settings()
+    _check_database(settings)  # before importing the app (torch and all: seconds)
+
+    import uvicorn
+
+    from app.api.main import create_app
+
     _announce(settings)
     uvicorn.run(
         create_app(settings),
@@ -197,7 +207,9 @@ def worker(args: argparse.Namespace) -> int:
     from app.core.settings import get_settings
     from workers.celery_app import celery_app
 
-    get_settings().make_dirs()
+    settings = get_settings()
+    settings.make_dirs()
+    _check_database(settings)
 
     # solo / threads pools run jobs inside this process, so a SIGTERM reaches the running job
     # (it checkpoints and goes back to the queue); a crash of a job takes the worker with it,
@@ -223,6 +235,7 @@ def serve(_args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _check_database(settings)  # migrates the embedded default once, before the worker starts
     child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=os.environ.copy())
     # uvicorn shuts down cleanly on SIGINT/SIGTERM, then re-raises the signal to the handler
     # that was installed before it: ours, which unwinds to the `finally` that stops the worker.
@@ -257,6 +270,58 @@ def _stop(child: subprocess.Popen, timeout: float = 30.0) -> None:
         child.wait()
 
 
+def _check_database(settings) -> None:
+    """Apply pending migrations where this process does that itself (the embedded default,
+    TRAINSERVE_AUTO_MIGRATE), then refuse to start unless the job store is at head: a message,
+    rather than a traceback from inside uvicorn or a failing first task."""
+    from app.core import migrate
+    from app.core.db import make_engine
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        if migrate.upgrades_itself(settings):
+            migrate.upgrade(engine)
+        migrate.check_current(engine)
+    except migrate.DatabaseBehind as exc:
+        raise SystemExit(f"trainserve: {exc}") from None
+    finally:
+        engine.dispose()
+
+
+def db(args: argparse.Namespace) -> int:
+    """`trainserve db upgrade | current | downgrade REVISION` on the configured job store."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import OperationalError
+
+    from app.core import migrate
+    from app.core.db import make_engine
+    from app.core.settings import get_settings
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        before, head = migrate.current_revision(engine), migrate.head_revision()
+        if args.db_command == "current":
+            state = "head" if before == head else f"not head: this code needs {head}"
+            _echo(f"{where}: {before or 'none'} ({state})")
+            return 0
+        if args.db_command == "upgrade":
+            migrate.upgrade(engine)
+        else:
+            migrate.downgrade(engine, args.revision)
+        _echo(f"{where}: {before or 'none'} -> {migrate.current_revision(engine) or 'none'}")
+        return 0
+    except CommandError as exc:
+        raise SystemExit(f"trainserve db: {exc}") from None
+    except OperationalError as exc:
+        raise SystemExit(f"trainserve db: the job store at {where}: {exc.orig}") from None
+    finally:
+        engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pydantic import ValidationError
@@ -271,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"train": train, "serve": serve, "api": api, "worker": worker}
+    handlers = {"train": train, "serve": serve, "api": api, "worker": worker, "db": db}
     return handlers[args.command](args)
 
 

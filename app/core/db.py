@@ -148,5 +148,5 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:
-    Base.metadata.create_all(engine)
+    """Sessions on `engine`; the tables come from migrations (app.core.migrate), not from here."""
     return sessionmaker(engine, expire_on_commit=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from app.core import migrate
 from app.core.artifacts import ArtifactStore, LocalArtifactStore
 from app.core.db import make_engine, make_session_factory
 from app.core.queue import JobQueue
@@ -27,9 +28,16 @@ class Services:
         self.store.mark_enqueued([job_id])
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, upgrade: bool | None = None) -> Services:
+    """`upgrade`: apply pending migrations first (None: as `migrate.upgrades_itself` says).
+    Either way the database must then be at head, or this raises migrate.DatabaseBehind."""
     settings.make_dirs()
     engine = make_engine(settings.effective_database_url)
+    if upgrade is None:
+        upgrade = migrate.upgrades_itself(settings)
+    if upgrade:
+        migrate.upgrade(engine)
+    migrate.check_current(engine)
     return Services(
         settings=settings,
         store=JobStore(make_session_factory(engine)),

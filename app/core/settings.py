@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; SQLite in data_dir if unset"
     )
+    auto_migrate: bool = Field(
+        False, description="apply pending migrations at start-up (the embedded default always does)"
+    )
     broker_url: str | None = Field(None, description="Celery broker; files in data_dir if unset")
     api_keys: str = Field("", description="comma-separated accepted API keys")
     allow_downloads: bool = False

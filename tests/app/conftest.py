@@ -32,6 +32,7 @@ def make_settings(tmp_path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": tmp_path,
         "database_url": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "auto_migrate": True,
         "broker_url": "memory://",
         "api_keys": KEY,
         "max_epochs": 1000,

@@ -157,6 +157,7 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.processes: list[Process] = []
         self.api: Process | None = None
+        self.migrated = False
 
     def start_api(self) -> Process:
         self.api = self._start([TRAINSERVE, "api"], "api")
@@ -166,7 +167,18 @@ class Service:
     def start_worker(self, name: str = "worker") -> Process:
         return self._start([TRAINSERVE, "worker", "--concurrency", "1"], name)
 
+    def migrate(self) -> None:
+        """`trainserve db upgrade`, as an operator runs it before starting the service."""
+        result = subprocess.run(
+            [TRAINSERVE, "db", "upgrade"], env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"trainserve db upgrade failed:\n{result.stdout}{result.stderr}")
+        self.migrated = True
+
     def _start(self, argv: list[str], name: str) -> Process:
+        if not self.migrated:
+            self.migrate()
         proc = Process(argv, self.env, self.tmp / f"{name}-{len(self.processes)}.log")
         self.processes.append(proc)
         return proc

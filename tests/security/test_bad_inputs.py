@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -539,8 +540,10 @@ def test_file_names_of_uploads_never_become_paths(api):
             files={"file": (filename, CSV)},
         )
         assert response.status_code == 201, response.text
-    stored = sorted(p.name for p in (data_dir / "datasets").iterdir())
-    assert stored == [f"named-{i}.npz" for i in range(4)]
+    stored = [p.name for p in (data_dir / "datasets").iterdir()]
+    assert len(stored) == 1 and re.fullmatch(r"[0-9a-f]{64}\.npz", stored[0])  # by content
+    listed = [d for d in client.get("/v1/datasets").json() if d["name"].startswith("named-")]
+    assert len(listed) == 4 and all(stored[0][:12] in d["description"] for d in listed)
     assert not list(data_dir.parent.glob("x*")) and not Path("x.csv").exists()
 
 

@@ -25,7 +25,7 @@ def services(tmp_path):
     settings = Settings(
         data_dir=tmp_path, broker_url="memory://", database_url=f"sqlite:///{tmp_path}/j.db"
     )
-    return build_services(settings)
+    return build_services(settings, upgrade=True)
 
 
 def test_a_job_trains_publishes_and_cleans_up(services):

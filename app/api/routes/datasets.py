@@ -67,12 +67,23 @@ async def upload_dataset(
     file: Annotated[UploadFile, File(description="CSV with a header row, or NPZ with X and y")],
     name: Annotated[
         str,
-        Form(description="a slug naming the dataset", json_schema_extra={"pattern": SLUG_PATTERN}),
+        Form(
+            description="a slug naming the dataset",
+            max_length=64,
+            json_schema_extra={"pattern": SLUG_PATTERN},
+        ),
     ],
-    target: Annotated[str | None, Form(description="the target column (CSV)")] = None,
+    target: Annotated[
+        str | None,
+        Form(min_length=1, max_length=1000, description="the target column (required for CSV)"),
+    ] = None,
     task: Annotated[Literal["regression", "classification"] | None, Form()] = None,
 ) -> DatasetOut:
-    """Upload a dataset for training jobs; it is then listed by GET /v1/datasets."""
+    """Upload a dataset for training jobs; it is then listed by GET /v1/datasets.
+
+    Beyond what the schema states: a CSV file needs `target` (an NPZ file does not), and the
+    file must read as a dataset (400 naming the line and column, or 422 for a CSV target of
+    numbers and words without `task`)."""
     try:
         check_slug(name, "dataset name")
     except ValueError as exc:

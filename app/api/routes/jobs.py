@@ -99,6 +99,11 @@ def submit_job(
     202 with `Location: /v1/jobs/{id}`. With an `Idempotency-Key` header already used by this
     API key for the same request, the existing job is returned with 200 (and sent again to
     the workers while it is still queued, which is harmless: tasks are idempotent).
+
+    Beyond what the schema states, the catalogue decides (422): the architecture and dataset
+    must exist, fit each other and the loss, their parameters must lie within the bounds that
+    GET /v1/architectures and GET /v1/datasets list, and epochs, batch size and queued jobs are
+    capped by the service's limits.
     """
     request = validate_job(body, services)
     try:

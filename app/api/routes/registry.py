@@ -88,6 +88,7 @@ async def predict(
     """Predict raw samples; training's normalisation is applied. Default: the latest version.
 
     For classification each prediction is a class index, with `probabilities` and `classes`.
+    Beyond what the schema states, each sample must have the model's input shape (422).
     """
     row = await run_in_threadpool(services.store.get_version, check_name(name), version)
     limiter = request.app.state.inference_limiter

@@ -7,6 +7,7 @@ import pytest
 
 from app.core.db import make_engine, make_session_factory
 from app.core.errors import Conflict, LeaseLost, NotFound, TooLarge
+from app.core.migrate import upgrade
 from app.core.store import JobStore
 from tests.e2e.processes import postgres_database
 
@@ -29,10 +30,13 @@ VERSION_FIELDS = {
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
     if request.param == "sqlite":
-        yield JobStore(make_session_factory(make_engine(f"sqlite:///{tmp_path}/t.db")))
+        engine = make_engine(f"sqlite:///{tmp_path}/t.db")
+        upgrade(engine)
+        yield JobStore(make_session_factory(engine))
         return
     with postgres_database() as url:
         engine = make_engine(url)
+        upgrade(engine)
         yield JobStore(make_session_factory(engine))
         engine.dispose()
 
