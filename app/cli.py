@@ -122,7 +122,7 @@ def training_request(args: argparse.Namespace):
     """The TrainingRequest the flags describe (pydantic's errors, one per line, otherwise)."""
     from pydantic import ValidationError
 
-    from models.request import TrainingRequest
+    from models.request import TrainingRequest, field_path
 
     values: dict[str, Any] = {}
     optimizer: dict[str, Any] = {}
@@ -140,8 +140,9 @@ def training_request(args: argparse.Namespace):
     try:
         return TrainingRequest.model_validate(values)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise SystemExit("trainserve train: invalid options:\n" + "\n".join(lines)) from None
+        lines = [f"  {'.'.join(field_path(e['loc']))}: {e['msg']}" for e in exc.errors()]
+        sys.stderr.write("trainserve train: invalid options:\n" + "\n".join(lines) + "\n")
+        raise SystemExit(2) from None
 
 
 def train(args: argparse.Namespace) -> int:

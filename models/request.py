@@ -10,11 +10,12 @@ builds its flags from this module without loading torch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from models.choices import DEVICE_PATTERN, SEED_MAX, Loss, Schedule
+from models.choices import DEVICE_PATTERN, OPTIMIZERS, SEED_MAX, Loss, Schedule
 
 
 class RequestModel(BaseModel):
@@ -119,6 +120,17 @@ TRAINING_EXAMPLE = {
     "seed": 0,
     "device": "auto",
 }
+
+
+def field_path(loc: Sequence[str | int]) -> list[str]:
+    """A validation error's location as the client wrote it: pydantic puts the tag of a tagged
+    union in it (`optimizer.adam.lr`) where the request says `optimizer.lr`."""
+    parts = [str(part) for part in loc]
+    return [
+        part
+        for i, part in enumerate(parts)
+        if not (i > 0 and parts[i - 1] == "optimizer" and part in OPTIMIZERS)
+    ]
 
 
 class TrainingRequest(RequestModel):

@@ -23,7 +23,6 @@ from starlette.routing import Match
 
 from app.core.errors import ServiceError
 from app.core.names import shown
-from models.choices import OPTIMIZERS
 from models.errors import (
     AmbiguousDataError,
     CatalogueError,
@@ -31,6 +30,7 @@ from models.errors import (
     DatasetUnavailableError,
 )
 from models.predictor import InputError
+from models.request import field_path
 
 log = logging.getLogger(__name__)
 DatabaseError = (OperationalError, PoolTimeout)
@@ -96,7 +96,7 @@ def _printable(detail: Any) -> Any:
 def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
     """FastAPI's error item, its message naming the field, without the input (which may be
     large, or NaN, which JSON cannot carry)."""
-    loc = _without_union_tags([str(part) for part in error.get("loc", ())])
+    loc = field_path(error.get("loc", ()))
     field = ".".join(loc[1:] if loc[:1] in (["body"], ["query"], ["path"], ["header"]) else loc)
     msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     kind = error.get("type")
@@ -113,16 +113,6 @@ def _validation_item(error: dict[str, Any]) -> dict[str, Any]:
     if field and not msg.startswith(field):
         msg = f"{field}: {msg}"
     return {"loc": loc, "msg": msg, "type": error.get("type")}
-
-
-def _without_union_tags(loc: list[str]) -> list[str]:
-    """pydantic puts the tag of a tagged union in the location (`optimizer.adam.lr`); the
-    client wrote `optimizer.lr`."""
-    return [
-        part
-        for i, part in enumerate(loc)
-        if not (i > 0 and loc[i - 1] == "optimizer" and part in OPTIMIZERS)
-    ]
 
 
 async def handle(request: Request, exc: Exception) -> JSONResponse:

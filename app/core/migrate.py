@@ -90,7 +90,8 @@ def check_current(engine: Engine) -> None:
     if current == head:
         return
     where = engine.url.render_as_string(hide_password=True)
-    if current is not None and _scripts().get_revision_or_none(current) is None:
+    known = {script.revision for script in _scripts().walk_revisions()}
+    if current is not None and current not in known:
         raise DatabaseBehind(
             f"the job store at {where} is at revision {current}, which this code does not know "
             f"(a newer trainserve migrated it?); this code needs {head}"

@@ -63,3 +63,25 @@ def test_api_refuses_a_public_address_without_keys(tmp_path):
     result = subprocess.run(env_cmd, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "TRAINSERVE_API_KEYS" in result.stderr
+
+
+def test_every_field_of_the_training_request_is_a_flag(tmp_path):
+    from models.request import OPTIMIZER_CLASSES, TrainingRequest
+
+    text = run("train", "--help", cwd=tmp_path).stdout
+    renamed = {"architecture_params": "--param", "dataset_params": "--dataset-param"}
+    fields = set(TrainingRequest.model_fields) | {
+        name for cls in OPTIMIZER_CLASSES for name in cls.model_fields if name != "name"
+    }
+    for name in fields:
+        assert renamed.get(name, "--" + name.replace("_", "-")) in text, name
+
+
+def test_optimizer_settings_follow_the_optimizer(tmp_path):
+    common = ["train", "--architecture", "mlp", "--dataset", "diabetes", "--epochs", "1"]
+    refused = run(*common, "--optimizer", "adam", "--momentum", "0.9", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "optimizer.momentum: Extra inputs are not permitted" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    betas = run(*common, "--optimizer", "adamw", "--betas", "0.8,0.99", "--out", "w", cwd=tmp_path)
+    assert betas.returncode == 0, betas.stderr
