@@ -292,7 +292,6 @@ def _check_database(settings) -> None:
 
 def db(args: argparse.Namespace) -> int:
     """`trainserve db upgrade | current | downgrade REVISION` on the configured job store."""
-    from alembic.util import CommandError
     from sqlalchemy.exc import OperationalError
 
     from app.core import migrate
@@ -315,7 +314,7 @@ def db(args: argparse.Namespace) -> int:
             migrate.downgrade(engine, args.revision)
         _echo(f"{where}: {before or 'none'} -> {migrate.current_revision(engine) or 'none'}")
         return 0
-    except CommandError as exc:
+    except migrate.CommandError as exc:
         raise SystemExit(f"trainserve db: {exc}") from None
     except OperationalError as exc:
         raise SystemExit(f"trainserve db: the job store at {where}: {exc.orig}") from None

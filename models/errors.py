@@ -21,5 +21,9 @@ class AmbiguousDataError(DataFormatError):
     classes or a typo?); the message says which choice to make."""
 
 
+class DatasetTooLargeError(DataFormatError):
+    """A file that would hold more values once read (decompressed, parsed) than allowed."""
+
+
 class CheckpointError(ValueError):
     """A weights or checkpoint file that is not in the expected format or fails its checks."""

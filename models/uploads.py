@@ -24,25 +24,36 @@ import torch
 
 from models.choices import TASKS
 from models.datasets import Dataset
-from models.errors import AmbiguousDataError, DataFormatError
+from models.errors import AmbiguousDataError, DataFormatError, DatasetTooLargeError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_CLASSES = 1000
 MAX_FEATURES = 100_000  # elements per sample
 MIN_SAMPLES = 2
-MAX_NPZ_ARRAY_BYTES = 1 << 30  # uncompressed size of one array in an NPZ
+MAX_DATASET_BYTES = 512 * 1024 * 1024  # values of one dataset once read (uncompressed)
+MAX_NAME_CHARS = 1000  # characters of one class or feature name
+CSV_CHUNK_ROWS = 8192
 
 
 def parse_csv(
-    data: bytes, target: str, task: str | None = None, drop: list[str] | None = None
+    data: bytes,
+    target: str,
+    task: str | None = None,
+    drop: list[str] | None = None,
+    max_bytes: int = MAX_DATASET_BYTES,
 ) -> Dataset:
     """A dataset from CSV bytes: header row, numeric feature columns, the `target` column.
 
     `drop` names columns to leave out. Blank lines are skipped; the target column decides
-    the task unless `task` is given (see the module docstring).
+    the task unless `task` is given (see the module docstring). Rows are turned into float64
+    blocks of CSV_CHUNK_ROWS as they are read, so memory stays a small multiple of the file
+    (Python lists of cells cost about 35 times the file); more than `max_bytes` of features
+    raises DatasetTooLargeError.
     """
     _check_task(task)
-    header, rows, lines = _read_csv_rows(data)
+    text = _decode(data)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header = _check_header([cell.strip() for cell in _first_row(reader)])
     columns = {name: i for i, name in enumerate(header)}
     for name in [target, *(drop or [])]:
         if name not in columns:
@@ -54,46 +65,69 @@ def parse_csv(
         raise DataFormatError("no feature columns are left besides the target")
     if len(features) > MAX_FEATURES:
         raise DataFormatError(f"{len(features)} feature columns; at most {MAX_FEATURES}")
-    X = _numeric_block(rows, lines, [columns[n] for n in features], features)
-    y_cells = [row[columns[target]].strip() for row in rows]
-    y, classes = _csv_target(y_cells, lines, target, task)
-    return _dataset(X.astype(np.float32), y, classes, features)
-
-
-def _read_csv_rows(data: bytes) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, data rows and their file line numbers; checks encoding and row lengths."""
-    if not data.strip():
-        raise DataFormatError("the file is empty")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataFormatError(f"the file is not UTF-8 text (line {line})") from None
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    header, rows, lines = None, [], []
+    cols, target_col = [columns[n] for n in features], columns[target]
+    blocks, y_cells, lines = [], [], []
+    cells: list[list[str]] = []
     try:
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip()):  # a blank line
                 continue
-            if header is None:
-                header = _check_header([cell.strip() for cell in row])
-            elif len(row) != len(header):
+            if len(row) != len(header):
                 raise DataFormatError(
                     f"line {reader.line_num} has {len(row)} values but the header has "
                     f"{len(header)} columns"
                 )
-            else:
-                rows.append(row)
-                lines.append(reader.line_num)
+            cells.append([row[c] for c in cols])
+            y_cells.append(row[target_col].strip())
+            lines.append(reader.line_num)
+            if len(cells) == CSV_CHUNK_ROWS:
+                blocks.append(_numeric_block(cells, lines[-len(cells) :], features))
+                cells = []
+                _check_size(len(lines) * len(features) * 8, max_bytes)
     except csv.Error as e:
         raise DataFormatError(f"line {reader.line_num}: not valid CSV ({e})") from None
-    if not rows:
+    del text
+    if cells:
+        blocks.append(_numeric_block(cells, lines[-len(cells) :], features))
+    _check_rows(len(lines))
+    X = np.concatenate(blocks).astype(np.float32)
+    y, classes = _csv_target(y_cells, lines, target, task)
+    return _dataset(X, y, classes, features)
+
+
+def _decode(data: bytes) -> str:
+    if not data.strip():
+        raise DataFormatError("the file is empty")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataFormatError(f"the file is not UTF-8 text (line {line})") from None
+
+
+def _first_row(reader) -> list[str]:
+    try:
+        for row in reader:
+            if row and not (len(row) == 1 and not row[0].strip()):
+                return row
+    except csv.Error as e:
+        raise DataFormatError(f"line {reader.line_num}: not valid CSV ({e})") from None
+    raise DataFormatError("the file is empty")
+
+
+def _check_rows(n_rows: int) -> None:
+    if not n_rows:
         raise DataFormatError("the file has a header row but no data rows")
-    if len(rows) < MIN_SAMPLES:
-        raise DataFormatError(
-            f"the file has {len(rows)} data row; at least {MIN_SAMPLES} are needed"
+    if n_rows < MIN_SAMPLES:
+        raise DataFormatError(f"the file has {n_rows} data row; at least {MIN_SAMPLES} are needed")
+
+
+def _check_size(nbytes: int, max_bytes: int) -> None:
+    if nbytes > max_bytes:
+        raise DatasetTooLargeError(
+            f"the dataset holds over {max_bytes} bytes of values once read "
+            "(TRAINSERVE_MAX_DATASET_BYTES); send fewer samples or features"
         )
-    return header, rows, lines
 
 
 def _check_header(header: list[str]) -> list[str]:
@@ -109,11 +143,8 @@ def _check_header(header: list[str]) -> list[str]:
     return header
 
 
-def _numeric_block(
-    rows: list[list[str]], lines: list[int], cols: list[int], names: list[str]
-) -> np.ndarray:
-    """The given columns as float64; on failure, find the first bad cell for the message."""
-    cells = [[row[c] for c in cols] for row in rows]
+def _numeric_block(cells: list[list[str]], lines: list[int], names: list[str]) -> np.ndarray:
+    """Cells as float64; on failure, find the first bad cell for the message."""
     try:
         block = np.array(cells, dtype=np.float64)
         if np.isfinite(block).all() and np.abs(block).max(initial=0.0) <= FLOAT32_MAX:
@@ -226,21 +257,32 @@ def _dataset(
 # ---- NPZ ----
 
 
-def parse_npz(data: bytes, task: str | None = None) -> Dataset:
+NPZ_ARRAYS = ("X", "y", "classes", "feature_names")
+
+
+def parse_npz(data: bytes, task: str | None = None, max_bytes: int = MAX_DATASET_BYTES) -> Dataset:
     """A dataset from NPZ bytes with arrays `X` (N, ...) and `y` (N,) or (N, k).
 
     A 1-D X is one feature per sample, (N, 1). Optional `classes` (names of classes
     0..K-1, for integer y) and `feature_names` are unicode string arrays; others are ignored.
+    Every array's header (shape, dtype) is read and checked before any array is: together
+    they may hold at most `max_bytes` (DatasetTooLargeError), so a small file that would
+    decompress to gigabytes is refused without allocating them.
     """
     _check_task(task)
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise DataFormatError("not an NPZ file (a zip archive of .npy arrays, see numpy.savez)")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {name: _npz_array(npz, name) for name in ("X", "y")}
+            headers = {n: _npz_header(npz, n) for n in NPZ_ARRAYS if n in npz.files or n in "Xy"}
+            _check_size(
+                sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values()),
+                max_bytes,
+            )
             for name in ("classes", "feature_names"):
-                if name in npz.files:
-                    arrays[name] = _npz_array(npz, name)
+                if name in headers:
+                    _check_names_header(name, *headers[name])
+            arrays = {name: _npz_read(npz, name) for name in headers}
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError) as e:
         raise DataFormatError(f"the NPZ file is damaged: {e}") from None
     X = _npz_features(arrays["X"])
@@ -260,8 +302,9 @@ def parse_npz(data: bytes, task: str | None = None) -> Dataset:
     return _dataset(X, y, classes, features)
 
 
-def _npz_array(npz: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
-    """Array `name`, its header checked first: no objects, no more bytes than stored."""
+def _npz_header(npz: np.lib.npyio.NpzFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of array `name` from its .npy header: no objects, no more bytes than the
+    archive says it stores."""
     member = f"{name}.npy"
     if member not in npz.zip.namelist():
         found = ", ".join(npz.files) or "none"
@@ -283,11 +326,24 @@ def _npz_array(npz: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
             "save numeric or string arrays"
         )
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > min(MAX_NPZ_ARRAY_BYTES, npz.zip.getinfo(member).file_size):
+    if nbytes > npz.zip.getinfo(member).file_size:
+        raise DataFormatError(f"array '{name}' declares {nbytes} bytes, more than the file stores")
+    return shape, dtype
+
+
+def _check_names_header(name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Name arrays become Python lists: bound them before they are read."""
+    limit = MAX_CLASSES if name == "classes" else MAX_FEATURES
+    if dtype.kind != "U" or len(shape) != 1:
+        raise DataFormatError(f"'{name}' must be a 1-D array of unicode strings")
+    if shape[0] > limit or dtype.itemsize > 4 * MAX_NAME_CHARS:
         raise DataFormatError(
-            f"array '{name}' declares {nbytes} bytes, more than stored or than the limit "
-            f"of {MAX_NPZ_ARRAY_BYTES}"
+            f"'{name}' holds {shape[0]} names of up to {dtype.itemsize // 4} characters; at most "
+            f"{limit} names of {MAX_NAME_CHARS} characters"
         )
+
+
+def _npz_read(npz: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
     try:
         return npz[name]
     except ValueError as e:

@@ -27,6 +27,7 @@ from models.errors import (
     AmbiguousDataError,
     CatalogueError,
     DataFormatError,
+    DatasetTooLargeError,
     DatasetUnavailableError,
 )
 from models.predictor import InputError
@@ -61,6 +62,8 @@ def error_response(exc: Exception) -> JSONResponse:
         code, detail, headers = exc.status_code, exc.detail, exc.headers
     elif isinstance(exc, RequestValidationError):
         code, detail = 422, [_validation_item(e) for e in exc.errors()]
+    elif isinstance(exc, DatasetTooLargeError):
+        code, detail = 413, str(exc)
     elif isinstance(exc, AmbiguousDataError):  # readable, but the user must choose: 422
         code, detail = 422, str(exc)
     elif isinstance(exc, DataFormatError):

@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.settings = settings
     app.state.api_keys = keys
     app.state.model_cache = ModelCache(settings.model_cache_models, settings.model_cache_bytes)
+    app.state.upload_limiter = anyio.CapacityLimiter(settings.max_parallel_uploads)
     if services is not None:
         app.state.services = services
     app.add_middleware(

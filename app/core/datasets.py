@@ -61,4 +61,4 @@ def load_upload(services: Services, row: UploadedDataset) -> Dataset:
             f"the file of uploaded dataset '{row.name}' is corrupt (sha256 mismatch); "
             "upload it again under a new name"
         )
-    return parse_npz(data)
+    return parse_npz(data, max_bytes=services.settings.max_dataset_bytes)

@@ -14,13 +14,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from app.core.settings import Settings
+
+# Importing Alembic logs one INFO line per built-in autogenerate plugin: noise at every start.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
+from alembic.util import CommandError  # noqa: E402, F401 - a bad revision name, for callers
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +124,8 @@ def _stamp_if_legacy(connection: Connection, config: Config) -> None:
 @contextmanager
 def _locked(engine: Engine) -> Iterator[Connection]:
     """A connection in a transaction that holds the migration lock until it commits; all of
-    one upgrade (DDL included, on PostgreSQL) commits or rolls back together."""
+    one upgrade, DDL included (on SQLite too, inside this BEGIN), commits or rolls back
+    together."""
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})

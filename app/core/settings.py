@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     # Limits: a request over one gets a 413 or 422 naming it.
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    max_dataset_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, description="values of an uploaded dataset once read"
+    )
+    max_parallel_uploads: int = Field(2, ge=1, le=64, description="uploads parsed at once")
     max_predict_samples: int = Field(1024, ge=1)
     max_epochs: int = Field(10_000, ge=1)
     max_batch_size: int = Field(65_536, ge=1)

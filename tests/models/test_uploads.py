@@ -2,6 +2,9 @@
 
 import io
 import pickle
+import subprocess
+import sys
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -11,7 +14,7 @@ import torch
 from models.builtin_datasets import boston_csv_bytes
 from models.catalogue import load_dataset
 from models.datasets import Dataset
-from models.errors import AmbiguousDataError, DataFormatError
+from models.errors import AmbiguousDataError, DataFormatError, DatasetTooLargeError
 from models.uploads import MAX_CLASSES, dataset_to_npz, parse_csv, parse_npz
 
 # ---- CSV ----
@@ -265,3 +268,78 @@ def test_round_trip_keeps_classes_absent_from_the_data_and_writes_no_objects():
         assert all(not npz[name].dtype.hasobject for name in npz.files)
     back = parse_npz(data)
     assert back.classes == ["a", "b", "c"] and back.y.tolist() == [0, 2, 0]
+
+
+# ---- bounded memory: what a file declares is checked before it is read ----
+
+
+def npz_bomb(n_bytes: int, **extra: np.ndarray) -> bytes:
+    """An NPZ whose X declares `n_bytes` of float64 zeros; deflated, about 1/1000 of that."""
+    rows = max(n_bytes // 8000, 2)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("X.npy", "w", force_zip64=True) as member:
+            header = {"descr": "<f8", "fortran_order": False, "shape": (rows, 1000)}
+            np.lib.format.write_array_header_1_0(member, header)
+            chunk = bytes(8000 * 100)
+            for _ in range(rows // 100):
+                member.write(chunk)
+            member.write(bytes(8000 * (rows % 100)))
+        for name, array in {"y": np.zeros(rows), **extra}.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                np.save(member, array)
+    return buffer.getvalue()
+
+
+def test_an_npz_bomb_is_refused_from_its_headers_without_allocating():
+    bomb = npz_bomb(64 * 1024 * 1024)
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetTooLargeError, match="TRAINSERVE_MAX_DATASET_BYTES"):
+            parse_npz(bomb, max_bytes=16 * 1024 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024
+    assert len(parse_npz(bomb, max_bytes=80 * 1024 * 1024)) == 64 * 1024 * 1024 // 8000
+
+
+def test_name_arrays_are_bounded_before_they_become_lists():
+    many = np.array([f"c{i}" for i in range(MAX_CLASSES + 1)])
+    with pytest.raises(DataFormatError, match=f"at most {MAX_CLASSES} names"):
+        parse_npz(npz_bomb(16000, classes=many))
+    long = np.array(["x" * 5000, "y"])
+    with pytest.raises(DataFormatError, match="characters"):
+        parse_npz(npz_bomb(16000, feature_names=long))
+
+
+def test_csv_values_beyond_the_limit_are_refused():
+    rows = "".join(f"{i},{i}.5,{i % 7}\n" for i in range(20_000))
+    with pytest.raises(DatasetTooLargeError, match="TRAINSERVE_MAX_DATASET_BYTES"):
+        parse_csv(f"a,b,y\n{rows}".encode(), target="y", max_bytes=100_000)
+
+
+CSV_MEMORY_PROBE = """
+import resource, sys
+from models.uploads import parse_csv
+rows = "".join(f"{i},{i * 0.5},{i % 13},{i * 3},{i % 101}.25,{i % 5}\\n" for i in range(600_000))
+data = f"a,b,c,d,e,y\\n{rows}".encode()
+del rows
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+dataset = parse_csv(data, target="y", task="regression")
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(len(data), (after - before) * 1024, len(dataset))
+"""
+
+
+def test_csv_parsing_costs_a_small_multiple_of_the_file():
+    """Peak memory of parsing a ~20 MB CSV, in a process of its own (ru_maxrss is a peak):
+    lists of cells cost about 35 times the file; typed blocks of rows, a few times."""
+    out = subprocess.run(
+        [sys.executable, "-c", CSV_MEMORY_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    size, growth, samples = (int(v) for v in out.stdout.split())
+    assert samples == 600_000 and size > 19_000_000
+    assert growth < 6 * size, f"parsing grew the process by {growth / size:.1f}x the file"

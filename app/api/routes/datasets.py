@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile, status
-from fastapi.concurrency import run_in_threadpool
+import anyio.to_thread
+from fastapi import APIRouter, File, Form, Request, UploadFile, status
 
 from app.api.deps import ServicesDep
 from app.api.schemas import DatasetOut, error_responses
@@ -30,20 +30,25 @@ def _is_npz(filename: str, data: bytes) -> bool:
     return data.startswith(b"PK")  # a zip archive
 
 
-def _parse(filename: str, data: bytes, target: str | None, task: str | None) -> Dataset:
+def _parse(
+    filename: str, data: bytes, target: str | None, task: str | None, max_bytes: int
+) -> Dataset:
     if _is_npz(filename, data):
-        return parse_npz(data, task=task)
+        return parse_npz(data, task=task, max_bytes=max_bytes)
     if not target:
         raise Invalid("form field 'target' (the target column) is required for a CSV file")
-    return parse_csv(data, target=target, task=task)
+    return parse_csv(data, target=target, task=task, max_bytes=max_bytes)
 
 
-def _store(services: Services, name: str, filename: str, data: bytes, target, task) -> DatasetOut:
+def _store(services: Services, name: str, file: UploadFile, target, task) -> DatasetOut:
+    """Read, parse and keep one upload (in a worker thread, a bounded number at once)."""
     if is_registered_dataset(name):
         raise Conflict(f"dataset '{name}' is a built-in dataset; choose another name")
     if services.store.get_dataset(name) is not None:
         raise Conflict(f"dataset '{name}' already exists; choose another name")
-    dataset = _parse(filename, data, target, task)
+    data = file.file.read()
+    dataset = _parse(file.filename or "", data, target, task, services.settings.max_dataset_bytes)
+    del data
     return uploaded_entry(save_upload(services, name, dataset))
 
 
@@ -59,17 +64,18 @@ def _store(services: Services, name: str, filename: str, data: bytes, target, ta
         503,
         e400="the file cannot be read as a dataset (CSV: the line says where)",
         e409="a dataset of this name exists",
-        e413="the upload is over TRAINSERVE_MAX_UPLOAD_BYTES",
+        e413="the upload is over TRAINSERVE_MAX_UPLOAD_BYTES, or its values over "
+        "TRAINSERVE_MAX_DATASET_BYTES once read",
     ),
 )
 async def upload_dataset(
+    request: Request,
     services: ServicesDep,
     file: Annotated[UploadFile, File(description="CSV with a header row, or NPZ with X and y")],
     name: Annotated[
         str,
         Form(
             description="a slug naming the dataset",
-            max_length=64,
             json_schema_extra={"pattern": SLUG_PATTERN},
         ),
     ],
@@ -88,6 +94,7 @@ async def upload_dataset(
         check_slug(name, "dataset name")
     except ValueError as exc:
         raise Invalid(str(exc)) from None
-    data = await file.read()
-    filename = file.filename or ""
-    return await run_in_threadpool(_store, services, name, filename, data, target, task)
+    limiter = request.app.state.upload_limiter
+    return await anyio.to_thread.run_sync(
+        _store, services, name, file, target, task, limiter=limiter
+    )
