@@ -6,12 +6,19 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 TEMP_SUFFIX = ".tmp"
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_of_file(handle: BinaryIO) -> str:
+    """The sha256 of an open binary file from its position to its end, read in chunks (so a
+    large file is never held in memory)."""
+    return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> Path:

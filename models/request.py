@@ -25,6 +25,27 @@ class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
+MAX_NESTING = 32  # levels of lists and objects in a free-form value (parameters, inputs)
+
+
+def check_nesting(value: Any, limit: int = MAX_NESTING) -> Any:
+    """`value` (parsed JSON) when it holds at most `limit` levels of lists and objects (the
+    value itself is level 1). Deeper values are refused before anything recurses into them
+    (the serializer gives up at 255 levels); this check itself walks an explicit stack."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        if depth > limit:
+            raise ValueError(
+                f"nested more than {limit} levels deep (lists and objects); the limit is {limit}"
+            )
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return value
+
+
 def finite(value: Any, where: str = "") -> Any:
     """`value` (parsed JSON) when every number in it is finite: NaN and infinity would turn into
     null on the way to the job store, and no parameter takes them."""
@@ -41,6 +62,7 @@ def finite(value: Any, where: str = "") -> Any:
 
 Params = Annotated[
     dict[str, Any],
+    AfterValidator(check_nesting),  # first: `finite` recurses
     AfterValidator(finite),
     Field(description="{name: value}; see `params` and `bounds` in the catalogue"),
 ]

@@ -14,7 +14,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, BinaryIO
 
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
@@ -87,6 +87,15 @@ def read_card(data: bytes) -> ModelCard:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"not a trainserve safetensors file: {exc}") from None
+
+
+def read_card_from(handle: BinaryIO) -> ModelCard:
+    """`read_card` of an open file, reading its header only (the length, then the JSON)."""
+    head = handle.read(8)
+    header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+    if header_len <= _MAX_HEADER_BYTES:
+        head += handle.read(header_len)
+    return read_card(head)  # which refuses a short file or a bad length
 
 
 def deserialize_model(data: bytes) -> tuple[nn.Module, ModelCard]:

@@ -98,6 +98,16 @@ def test_every_service_is_health_checked_and_waits_for_healthy_dependencies(serv
     assert {"redis", "postgres"} <= set(services["worker"]["depends_on"])
 
 
+def test_the_worker_health_check_needs_no_answer_from_the_busy_worker(services):
+    """A solo-pool worker training a job answers no `inspect ping`: the check reads the file
+    that the worker's liveness thread touches (workers/liveness.py)."""
+    test = argv(services["worker"]["healthcheck"]["test"])
+    assert "inspect" not in test and "ping" not in test, test
+    assert test[-3:] == ["python", "-m", "workers.liveness"], test
+    (check,) = [rest for op, rest in dockerfile_stages()["worker"] if op == "HEALTHCHECK"]
+    assert "inspect" not in check and check.endswith("CMD python -m workers.liveness"), check
+
+
 def test_api_and_worker_share_a_named_volume_at_the_data_dir(services):
     api, worker = services["api"], services["worker"]
     data_dir = api["environment"]["TRAINSERVE_DATA_DIR"]

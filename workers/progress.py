@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 
+from app.core.errors import LeaseLost
 from app.core.store import JobStore
 from models.callbacks import Callback, Checkpointing
 
@@ -63,22 +64,26 @@ class JobTimeout(Exception):
 
 
 class Deadline(Callback):
-    """Stops a run that takes longer than `seconds` (checked at each epoch's end)."""
+    """Stops a run once `seconds` have passed since the job first started (checked at each
+    epoch's end); `already` is what earlier attempts used, so a resume does not reset it."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, already: float = 0.0) -> None:
         self.seconds = seconds
-        self._start = time.monotonic()
+        self._start = time.monotonic() - already
 
-    def on_fit_start(self, trainer) -> None:
-        self._start = time.monotonic()
+    def remaining(self) -> float:
+        return self.seconds - (time.monotonic() - self._start)
+
+    def message(self, epoch: int) -> str:
+        return (
+            f"the job ran longer than the limit of {self.seconds:.0f} s "
+            f"(TRAINSERVE_MAX_JOB_SECONDS, counted from its first start) and was stopped at "
+            f"epoch {epoch}; ask for fewer epochs or a smaller model"
+        )
 
     def on_epoch_end(self, trainer, epoch: int, train_loss: float) -> None:
-        if time.monotonic() - self._start > self.seconds:
-            raise JobTimeout(
-                f"the job ran longer than the limit of {self.seconds:.0f} s "
-                f"(TRAINSERVE_MAX_JOB_SECONDS) and was stopped at epoch {epoch}; "
-                "ask for fewer epochs or a smaller model"
-            )
+        if self.remaining() < 0:
+            raise JobTimeout(self.message(epoch))
 
 
 class Heartbeat:
@@ -98,9 +103,13 @@ class Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
+        """Beats until the job ends: a failed write (the store down for a moment) is retried
+        at the next beat; only a lost lease (another worker has the job) stops it."""
         while not self._stop.wait(self.interval):
             try:
                 self.store.heartbeat(self.job_id, self.lease)
-            except Exception as exc:  # lease lost or store down: the training thread finds out
-                log.warning("heartbeat for job %s failed: %s", self.job_id, exc)
+            except LeaseLost:
+                log.warning("heartbeat for job %s: lease lost; stopping", self.job_id)
                 return
+            except Exception as exc:  # the store is down: beat again next time
+                log.warning("heartbeat for job %s failed (retrying): %s", self.job_id, exc)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import logging
-import shutil
 import socket
-from pathlib import Path
 
 import torch
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.core.artifacts import weights_key
+from app.core.cleanup import checkpoint_dir, remove_checkpoints
 from app.core.datasets import load_upload
 from app.core.db import JobStatus
-from app.core.errors import LeaseLost, Unavailable
+from app.core.errors import LeaseLost, NoSpace, Unavailable
 from app.core.services import Services
 from models.callbacks import Checkpointing
 from models.errors import CatalogueError, DataFormatError, DatasetUnavailableError
@@ -23,15 +24,35 @@ from workers.progress import Deadline, Heartbeat, Interrupted, JobTimeout, Store
 log = logging.getLogger(__name__)
 
 USER_ERRORS = (CatalogueError, DataFormatError, DatasetUnavailableError, Unavailable)
+STORE_DOWN = (OperationalError, InterfaceError)  # after the store's own retries
+NO_SPACE = (
+    "no space left on the artifact store ({what}): free space or grow the volume, then submit "
+    "the job again"
+)
 
 
 def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
-    """Train job `job_id` if it is queued; returns the status it ended with (or 'skipped')."""
-    store, settings = services.store, services.settings
+    """Train job `job_id` if it is queued; returns the status it ended with (or 'skipped').
+
+    Infrastructure never fails a job: a store that stays down leaves it running, and the
+    reaper sends it back to the queue once its heartbeat is stale."""
+    store = services.store
     lease = store.claim(job_id, worker or socket.gethostname())
     if lease is None:
         log.info("job %s is not queued (already running, ended or unknown): skipped", job_id)
         return "skipped"
+    try:
+        return _run_claimed(job_id, lease, services)
+    except LeaseLost:
+        log.warning("job %s: lease %d lost to another claim; stopping", job_id, lease)
+        return "lost"
+    except STORE_DOWN as exc:
+        log.error("job %s: the job store is unavailable (%s); the reaper re-sends it", job_id, exc)
+        return "store-unavailable"
+
+
+def _run_claimed(job_id: str, lease: int, services: Services) -> str:
+    store, settings = services.store, services.settings
     job = store.get_job(job_id)
     log.info(
         "job %s: training %s on %s (attempt %d)",
@@ -40,11 +61,13 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
         job.dataset,
         job.attempts,
     )
+    deadline = Deadline(settings.max_job_seconds, already=store.running_seconds(job_id))
+    if deadline.remaining() <= 0:
+        return _fail(services, job_id, lease, deadline.message(job.epoch))
     config = TrainingRequest.from_stored(job.request)
-    checkpoints = checkpoint_dir(services, job_id)
+    checkpoints = checkpoint_dir(settings, job_id)
     checkpointing = Checkpointing(checkpoints, every=settings.checkpoint_every, keep=2)
     progress = StoreProgress(store, job_id, lease, checkpointing)
-    callbacks = [checkpointing, progress, Deadline(settings.max_job_seconds)]
     try:
         with Heartbeat(store, job_id, lease, settings.heartbeat_seconds):
             result = run_training(
@@ -52,46 +75,47 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
                 data_dir=settings.data_dir,
                 allow_download=settings.allow_downloads,
                 dataset=_uploaded_dataset(services, config.dataset),
-                callbacks=callbacks,
+                callbacks=[checkpointing, progress, deadline],
                 resume_from=checkpoints if checkpoints.is_dir() else None,
             )
-    except LeaseLost:
-        log.warning("job %s: lease %d lost to another claim; stopping", job_id, lease)
-        return "lost"
     except Interrupted:
-        log.info("job %s: worker shutting down; checkpointed and sent back to the queue", job_id)
-        if store.requeue(job_id, lease):
+        status = store.requeue(job_id, lease)
+        log.info("job %s: worker shutting down; checkpointed, now %s", job_id, status)
+        if status == JobStatus.queued:
             services.enqueue(job_id)
-        return "requeued"
+        elif status == JobStatus.cancelled:
+            remove_checkpoints(settings, job_id)
+        return "requeued" if status == JobStatus.queued else str(status)
     except (JobTimeout, *USER_ERRORS) as exc:
         return _fail(services, job_id, lease, str(exc))
     except torch.cuda.OutOfMemoryError:
-        return _fail(
-            services,
-            job_id,
-            lease,
-            "ran out of GPU memory; lower batch_size or choose a smaller architecture",
-        )
+        error = "ran out of GPU memory; lower batch_size or choose a smaller architecture"
+        return _fail(services, job_id, lease, error)
+    except (LeaseLost, *STORE_DOWN):
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            return _fail(services, job_id, lease, NO_SPACE.format(what="training checkpoints"))
+        log.exception("job %s failed", job_id)
+        return _fail(services, job_id, lease, f"training failed: {type(exc).__name__}: {exc}")
     except Exception as exc:
         log.exception("job %s failed", job_id)
         return _fail(services, job_id, lease, f"training failed: {type(exc).__name__}: {exc}")
 
     if progress.cancelled:
-        store.finish(job_id, lease, "cancelled")
-        status = "cancelled"
+        store.finish(job_id, lease, JobStatus.cancelled)
+        status = JobStatus.cancelled
     else:
-        version = publish_result(services, job_id, lease, job.model_name, result)
+        try:
+            version = publish_result(services, job_id, lease, job.model_name, result)
+        except NoSpace:
+            return _fail(services, job_id, lease, NO_SPACE.format(what="model weights"))
         log.info(
             "job %s: published %s v%d %s", job_id, job.model_name, version, result.final_metrics
         )
-        status = "succeeded"
-    shutil.rmtree(checkpoints, ignore_errors=True)
+        status = JobStatus.succeeded
+    remove_checkpoints(settings, job_id)
     return status
-
-
-def checkpoint_dir(services: Services, job_id: str) -> Path:
-    """Where a job's training checkpoints are kept while it runs."""
-    return services.settings.checkpoints_dir / job_id
 
 
 def _uploaded_dataset(services: Services, name: str):
@@ -121,6 +145,6 @@ def publish_result(
 
 
 def _fail(services: Services, job_id: str, lease: int, error: str) -> str:
-    services.store.finish(job_id, lease, "failed", error=error)
-    shutil.rmtree(checkpoint_dir(services, job_id), ignore_errors=True)
+    services.store.finish(job_id, lease, JobStatus.failed, error=error)
+    remove_checkpoints(services.settings, job_id)
     return JobStatus.failed

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from celery.signals import worker_shutting_down
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from app.core.queue import TRAIN_TASK
 from app.core.services import Services, build_services
 from app.core.settings import get_settings
 from workers.celery_app import celery_app
+from workers.liveness import Liveness
 from workers.progress import shutdown_requested
 from workers.runner import run_job
 
@@ -17,12 +18,32 @@ from workers.runner import run_job
 @lru_cache
 def worker_services() -> Services:
     """Built once per worker process, on its first task."""
-    return build_services(get_settings())
+    settings = get_settings()
+    services = build_services(settings)
+    services.store.retry_seconds = settings.worker_db_retry_seconds  # outlast a restart
+    return services
+
+
+@lru_cache
+def worker_liveness() -> Liveness:
+    return Liveness(get_settings().worker_liveness_file)
+
+
+@worker_ready.connect
+def _on_ready(**_kwargs) -> None:
+    """Touch the liveness file from a thread, also while a job blocks the (solo) pool: the
+    health check reads the file instead of asking a busy worker (workers/liveness.py)."""
+    worker_liveness().start()
 
 
 @worker_shutting_down.connect
 def _on_shutdown(**_kwargs) -> None:
     shutdown_requested.set()
+
+
+@worker_shutdown.connect
+def _on_stopped(**_kwargs) -> None:
+    worker_liveness().stop()
 
 
 @celery_app.task(name=TRAIN_TASK)

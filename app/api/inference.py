@@ -13,7 +13,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 import anyio.to_thread
@@ -23,9 +23,9 @@ from app.core.db import ModelVersion
 from app.core.errors import Unavailable
 from app.core.services import Services
 from models.errors import CheckpointError
-from models.files import sha256_hex
+from models.files import sha256_hex, sha256_of_file
 from models.predictor import InputError, Predictor, check_inputs
-from models.weights_file import read_card
+from models.weights_file import read_card, read_card_from
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +107,61 @@ def load_predictor(services: Services, row: ModelVersion) -> tuple[Predictor, in
 
 def verified_weights(services: Services, row: ModelVersion) -> bytes:
     """The stored bytes of a version, checked against its sha256 and checked to be a trainserve
-    safetensors file (its header only: nothing is unpickled, ever). Used for downloads too."""
-    what = f"model '{row.model_name}' version {row.version}"
-    if row.corrupt:
-        raise Unavailable(f"{what} is marked corrupt; retrain it or use another version")
+    safetensors file (its header only: nothing is unpickled, ever)."""
+    _refuse_if_marked(row)
     try:
         data = services.artifacts.get(weights_key(row.model_name, row.version))
     except ArtifactMissing:
-        raise Unavailable(f"the weights of {what} are missing from the artifact store") from None
-    if sha256_hex(data) != row.sha256:
+        raise _missing(row) from None
+    _check_weights(services, row, sha256_hex(data), lambda: read_card(data))
+    return data
+
+
+def open_verified_weights(services: Services, row: ModelVersion) -> BinaryIO:
+    """The stored file of a version, open at its start, after the checks of `verified_weights`
+    made by reading through it in chunks: for downloads, which stream it from this handle (so
+    the bytes sent are the bytes checked, even if the file is replaced meanwhile)."""
+    _refuse_if_marked(row)
+    try:
+        handle = services.artifacts.open(weights_key(row.model_name, row.version))
+    except ArtifactMissing:
+        raise _missing(row) from None
+    try:
+        digest = sha256_of_file(handle)
+        handle.seek(0)
+        _check_weights(services, row, digest, lambda: read_card_from(handle))
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _what(row: ModelVersion) -> str:
+    return f"model '{row.model_name}' version {row.version}"
+
+
+def _refuse_if_marked(row: ModelVersion) -> None:
+    if row.corrupt:
+        raise Unavailable(f"{_what(row)} is marked corrupt; retrain it or use another version")
+
+
+def _missing(row: ModelVersion) -> Unavailable:
+    return Unavailable(f"the weights of {_what(row)} are missing from the artifact store")
+
+
+def _check_weights(
+    services: Services, row: ModelVersion, digest: str, read_header: Callable[[], Any]
+) -> None:
+    """Refuse (and mark corrupt) weights whose sha256 is not the row's, or whose header
+    (`read_header()`) is not a trainserve safetensors header."""
+    what = _what(row)
+    if digest != row.sha256:
         log.error("%s: weights fail their sha256 check; marking the version corrupt", what)
         services.store.mark_corrupt(row.model_name, row.version)
         raise Unavailable(f"the weights of {what} are corrupt (sha256 mismatch); retrain it")
     try:
-        read_card(data)
+        read_header()
     except CheckpointError as exc:
         log.error("%s: stored weights are not safetensors (%s); marking it corrupt", what, exc)
         services.store.mark_corrupt(row.model_name, row.version)
@@ -128,7 +169,6 @@ def verified_weights(services: Services, row: ModelVersion) -> bytes:
             f"the weights of {what} are not a trainserve safetensors file ({exc}); they are "
             "refused, never unpickled: retrain it"
         ) from None
-    return data
 
 
 async def predict(

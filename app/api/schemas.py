@@ -10,7 +10,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from app.core.db import JobStatus
 from app.core.names import SLUG_PATTERN, check_slug
 from models.choices import Task
-from models.request import TRAINING_EXAMPLE, RequestModel, TrainingRequest
+from models.request import (
+    MAX_NESTING,
+    TRAINING_EXAMPLE,
+    RequestModel,
+    TrainingRequest,
+    check_nesting,
+)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -145,8 +151,10 @@ class PredictRequest(RequestModel):
         }
     )
 
-    inputs: list[Any] = Field(
-        min_length=1, description="samples; at most TRAINSERVE_MAX_PREDICT_SAMPLES"
+    inputs: Annotated[list[Any], AfterValidator(check_nesting)] = Field(
+        min_length=1,
+        description=f"samples; at most TRAINSERVE_MAX_PREDICT_SAMPLES, nested at most "
+        f"{MAX_NESTING} levels deep",
     )
 
 
@@ -198,6 +206,7 @@ ERROR_DESCRIPTIONS = {
     413: "the body is over TRAINSERVE_MAX_BODY_BYTES (uploads: TRAINSERVE_MAX_UPLOAD_BYTES)",
     422: "the request fails validation; the message names the field and the limit",
     503: "a dependency (job store, broker, stored weights) is unavailable",
+    507: "no space is left on the artifact store",
 }
 
 

@@ -1,6 +1,6 @@
 """The artifact store: model weights, uploaded datasets and training checkpoints, by key.
 
-`ArtifactStore` is the interface the service uses (put, get, exists, delete, list by prefix;
+`ArtifactStore` is the interface the service uses (put, get, open, exists, delete, list by prefix;
 a put is atomic: readers see the old object or the new one, never half). `LocalArtifactStore`
 keeps objects as files under the data dir. Keys are built here only, from validated slugs,
 integer versions, job ids and sha256 digests, and checked to stay inside the root:
@@ -12,10 +12,12 @@ integer versions, job ids and sha256 digests, and checked to stay inside the roo
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
+from app.core.errors import NoSpace
 from app.core.names import check_slug
 from models.files import sha256_hex, write_atomically
 
@@ -34,6 +36,10 @@ class ArtifactStore(Protocol):
 
     def get(self, key: str) -> bytes:
         """The object's bytes; ArtifactMissing when there is none."""
+
+    def open(self, key: str) -> BinaryIO:
+        """The object opened for binary reading, seekable (the caller closes it); ArtifactMissing
+        when there is none. A put while it is open does not change what it reads."""
 
     def exists(self, key: str) -> bool: ...
 
@@ -90,12 +96,26 @@ class LocalArtifactStore:
         return path
 
     def put(self, key: str, data: bytes) -> str:
-        write_atomically(self.path(key), data)
+        try:
+            write_atomically(self.path(key), data)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise NoSpace(
+                    f"no space left on the artifact store for {key.split('/', 1)[0]}: free "
+                    "space or grow the volume"
+                ) from None
+            raise
         return sha256_hex(data)
 
     def get(self, key: str) -> bytes:
         try:
             return self.path(key).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactMissing(key) from None
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self.path(key).open("rb")  # puts rename a new file over: this one stays
         except FileNotFoundError:
             raise ArtifactMissing(key) from None
 

@@ -31,5 +31,11 @@ class Unavailable(ServiceError):
     status_code = 503
 
 
+class NoSpace(ServiceError):
+    """The artifact store's volume is full (507 Insufficient Storage)."""
+
+    status_code = 507
+
+
 class LeaseLost(Exception):
     """A worker's claim on a job was taken over (fencing token changed); it must stop writing."""

@@ -2,7 +2,8 @@
 
 - A running job whose heartbeat is older than `heartbeat_timeout_seconds` lost its worker
   (killed, host gone): it goes back to the queue and resumes from its last checkpoint on the
-  next worker, until `max_attempts` runs have been used; then it fails with a message.
+  next worker, until `max_attempts` runs have been used; then it fails with a message. One
+  whose cancel was asked ends `cancelled`. Heartbeats and deadlines use the store's clock.
 - A queued job is only a row plus a wake-up message. When the broker holds fewer messages than
   there are queued jobs (Redis restarted or flushed), jobs waiting longer than
   `resend_after_seconds` are sent again. A duplicate is harmless: only one claim succeeds.
@@ -16,10 +17,13 @@ import logging
 import threading
 from datetime import timedelta
 
+from app.core.cleanup import remove_checkpoints, sweep
 from app.core.db import JobStatus
 from app.core.services import Services
 
 log = logging.getLogger(__name__)
+
+SWEEP_EVERY_ROUNDS = 60  # and at start: leftovers of crashed writers (app/core/cleanup.py)
 
 
 class Reaper:
@@ -37,11 +41,17 @@ class Reaper:
 
     def _loop(self) -> None:
         interval = self.services.settings.reaper_interval_seconds
-        while not self._stop.wait(interval):
+        rounds = 0
+        while True:
             try:
+                if rounds % SWEEP_EVERY_ROUNDS == 0:
+                    sweep(self.services)
                 self.run_once()
             except Exception as exc:  # store or broker down: try again next round
                 log.warning("reaper round failed: %s", exc)
+            rounds += 1
+            if self._stop.wait(interval):
+                return
 
     def run_once(self) -> dict[str, int]:
         counts = {"requeued": self._reap_stale(), "resent": self._resend_lost()}
@@ -56,6 +66,8 @@ class Reaper:
         for job in store.stale_running(timeout):
             status = store.reap(job, timeout, settings.max_attempts)
             log.warning("job %s: worker %s stopped beating; now %s", job.id, job.worker, status)
+            if status in (JobStatus.failed, JobStatus.cancelled):
+                remove_checkpoints(settings, job.id)
             if status == JobStatus.queued:
                 self.services.enqueue(job.id)
                 requeued += 1

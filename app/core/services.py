@@ -40,7 +40,7 @@ def build_services(settings: Settings, upgrade: bool | None = None) -> Services:
     migrate.check_current(engine)
     return Services(
         settings=settings,
-        store=JobStore(make_session_factory(engine)),
+        store=JobStore(make_session_factory(engine), retry_seconds=settings.db_retry_seconds),
         artifacts=LocalArtifactStore(settings.data_dir),
         queue=JobQueue(settings),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,6 +47,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a running job whose heartbeat is older is re-sent"
     )
     max_attempts: int = Field(3, ge=1, description="runs of a job before it is failed")
+    db_retry_seconds: float = Field(
+        2.0, ge=0, description="how long the API retries a dropped database connection"
+    )
+    worker_db_retry_seconds: float = Field(
+        120.0, ge=0, description="how long a worker retries it (a restart, a failover)"
+    )
     reaper_interval_seconds: float = Field(5.0, gt=0)
     resend_after_seconds: float = Field(
         60.0, gt=0, description="a queued job not picked up for this long is sent again"
@@ -54,6 +61,10 @@ class Settings(BaseSettings):
     model_cache_models: int = Field(8, ge=1)
     model_cache_bytes: int = Field(1024**3, ge=1024)
     inference_threads: int = Field(2, ge=1, le=64)
+    worker_liveness_file: Path = Field(
+        Path(tempfile.gettempdir()) / "trainserve-worker.alive",
+        description="touched every few seconds by a live worker; its health check reads it",
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -8,13 +8,15 @@ are fenced by the lease token it got when it claimed the job, so a worker that l
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import (
@@ -29,15 +31,44 @@ from app.core.db import (
 from app.core.errors import Conflict, LeaseLost, NotFound, TooLarge
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class JobStore:
-    def __init__(self, session_factory: sessionmaker) -> None:
+    """`retry_seconds`: how long a transaction is retried (with backoff) when the database
+    drops or refuses the connection (a restart, a failover); workers wait longer than the API,
+    so that an outage never fails a job."""
+
+    def __init__(self, session_factory: sessionmaker, retry_seconds: float = 2.0) -> None:
         self._sessions = session_factory
+        self.retry_seconds = retry_seconds
+        bind = session_factory.kw.get("bind")
+        self._postgres = bind is not None and bind.dialect.name == "postgresql"
 
     def _run(self, work: Callable[[Session], T]) -> T:
-        with self._sessions.begin() as session:
-            return work(session)
+        delay, deadline = 0.05, time.monotonic() + self.retry_seconds
+        while True:
+            try:
+                with self._sessions.begin() as session:
+                    return work(session)
+            except (OperationalError, InterfaceError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("job store: %s; retrying in %.2f s", _first_line(exc), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _now(self) -> Any:
+        """The database's clock where hosts share the database (PostgreSQL), so that workers'
+        clocks never decide whether a job is alive; SQLite is on one machine, with one clock."""
+        return func.clock_timestamp() if self._postgres else utcnow()
+
+    def _ago(self, delta: timedelta) -> Any:
+        return func.clock_timestamp() - delta if self._postgres else utcnow() - delta
 
     # -- jobs, as the API sees them -------------------------------------------------------
 
@@ -70,11 +101,8 @@ class JobStore:
 
         def insert(session: Session) -> None:
             if max_queued is not None:
-                queued = session.scalar(
-                    select(func.count())
-                    .select_from(Job)
-                    .where(Job.status == JobStatus.queued, Job.owner == owner)
-                )
+                self._lock_owner(session, owner)  # count and insert as one, per owner
+                queued = self._count_queued(session, owner)
                 if queued >= max_queued:
                     raise TooLarge(
                         f"{queued} jobs of this API key are already queued, the limit is "
@@ -90,6 +118,24 @@ class JobStore:
                 raise
             return existing, False
         return job, True
+
+    @staticmethod
+    def _lock_owner(session: Session, owner: str) -> None:
+        """Serialize the count-then-insert of one owner's jobs until the transaction ends, across
+        threads and processes. PostgreSQL: a transaction-scoped advisory lock on the owner.
+        SQLite: the database's write lock, taken now by a write that changes nothing (a read
+        first would start a deferred transaction that every concurrent submit could pass)."""
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            lock = text("SELECT pg_advisory_xact_lock(hashtext(:owner))")
+            session.execute(lock, {"owner": owner})
+        elif dialect == "sqlite":
+            session.execute(text("UPDATE jobs SET id = id WHERE 0"))
+
+    @staticmethod
+    def _count_queued(session: Session, owner: str) -> int:
+        stmt = select(func.count()).select_from(Job)
+        return session.scalar(stmt.where(Job.status == JobStatus.queued, Job.owner == owner))
 
     def _find_idempotent(self, owner: str, key: str) -> Job | None:
         stmt = select(Job).where(Job.owner == owner, Job.idempotency_key == key)
@@ -154,7 +200,7 @@ class JobStore:
 
     def claim(self, job_id: str, worker: str) -> int | None:
         """Take a queued job: mark it running and return a new lease token, else None."""
-        now = utcnow()
+        now = self._now()
         stmt = (
             update(Job)
             .where(
@@ -184,7 +230,7 @@ class JobStore:
 
     def heartbeat(self, job_id: str, lease: int, epoch: int | None = None) -> bool:
         """Refresh the heartbeat (and progress); returns whether a cancel was asked."""
-        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        values: dict[str, Any] = {"heartbeat_at": self._now()}
         if epoch is not None:
             values["epoch"] = epoch
 
@@ -217,23 +263,49 @@ class JobStore:
         stmt = self._fenced(job_id, lease).values(status=status, error=error, finished_at=utcnow())
         self._run(lambda s: s.execute(stmt))
 
-    def requeue(self, job_id: str, lease: int) -> bool:
-        """Give a running job back to the queue (worker shutting down)."""
-        stmt = self._fenced(job_id, lease).values(status=JobStatus.queued, worker=None)
-        return self._run(lambda s: s.execute(stmt).rowcount) == 1
+    def requeue(self, job_id: str, lease: int) -> str | None:
+        """Give a running job back to the queue (worker shutting down); one whose cancel was
+        asked ends `cancelled` instead. Returns the new status (None: the lease was lost)."""
+        fenced = self._fenced(job_id, lease)
+        cancelled = fenced.where(Job.cancel_requested.is_(True)).values(
+            status=JobStatus.cancelled, finished_at=utcnow(), worker=None
+        )
+        queued = fenced.values(status=JobStatus.queued, worker=None)
+
+        def apply(session: Session) -> str | None:
+            if session.execute(cancelled).rowcount:
+                return JobStatus.cancelled
+            return JobStatus.queued if session.execute(queued).rowcount else None
+
+        return self._run(apply)
+
+    def running_seconds(self, job_id: str) -> float:
+        """Seconds since the job first started (over all its attempts), by the store's clock."""
+        if self._postgres:
+            stmt = select(func.extract("epoch", func.clock_timestamp() - Job.started_at))
+            return float(self._run(lambda s: s.scalar(stmt.where(Job.id == job_id))) or 0.0)
+        started = self.get_job(job_id).started_at
+        if started is None:
+            return 0.0
+        return (utcnow() - started.replace(tzinfo=started.tzinfo or UTC)).total_seconds()
 
     def stale_running(self, older_than: timedelta) -> list[Job]:
-        cutoff = utcnow() - older_than
+        cutoff = self._ago(older_than)
         stmt = select(Job).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
         return self._run(lambda s: list(s.scalars(stmt)))
 
+    def statuses(self, job_ids: list[str]) -> dict[str, str]:
+        """The status of each of these jobs that exists."""
+        stmt = select(Job.id, Job.status).where(Job.id.in_(job_ids))
+        return self._run(lambda s: {job_id: status for job_id, status in s.execute(stmt)})
+
     def mark_enqueued(self, job_ids: list[str]) -> None:
-        stmt = update(Job).where(Job.id.in_(job_ids)).values(enqueued_at=utcnow())
+        stmt = update(Job).where(Job.id.in_(job_ids)).values(enqueued_at=self._now())
         self._run(lambda s: s.execute(stmt))
 
     def waiting_since(self, older_than: timedelta) -> list[str]:
         """Queued jobs last sent to the queue before `older_than` ago, oldest first."""
-        cutoff = utcnow() - older_than
+        cutoff = self._ago(older_than)
         stmt = (
             select(Job.id)
             .where(Job.status == JobStatus.queued, Job.enqueued_at < cutoff)
@@ -243,16 +315,19 @@ class JobStore:
 
     def reap(self, job: Job, older_than: timedelta, max_attempts: int) -> str | None:
         """A running job whose worker stopped beating: back to the queue, or failed once it
-        has used its attempts. Fenced on its lease and stale heartbeat, so that two reapers,
-        or a worker that comes back to life, cannot both act. Returns the new status."""
-        cutoff = utcnow() - older_than
+        has used its attempts; a job whose cancel was asked ends `cancelled`. Fenced on its
+        lease and stale heartbeat, so that two reapers, or a worker that comes back to life,
+        cannot both act. Returns the new status."""
+        cutoff = self._ago(older_than)
         stale = update(Job).where(
             Job.id == job.id,
             Job.lease == job.lease,
             Job.status == JobStatus.running,
             Job.heartbeat_at < cutoff,
         )
-        if job.attempts >= max_attempts:
+        if job.cancel_requested:
+            values = {"status": JobStatus.cancelled, "finished_at": utcnow(), "worker": None}
+        elif job.attempts >= max_attempts:
             error = (
                 f"the worker running this job stopped answering {job.attempts} times "
                 f"(last on {job.worker}); it was not retried again. The job may exhaust the "
@@ -276,16 +351,23 @@ class JobStore:
         """Add the next version of a model and mark the job succeeded, in one transaction.
 
         `write_weights(version)` stores the file and returns (sha256, size); it runs while the
-        model row is locked, so the file exists before any reader can see the version.
+        model row is locked, so the file exists before any reader can see the version. The
+        model takes the task and architecture of its newest version (a retrain may change them).
         """
-        name = version_fields["model_name"]
-        self._ensure_model(name, version_fields["task"], version_fields["architecture"])
+        name, task, architecture = (
+            version_fields[k] for k in ("model_name", "task", "architecture")
+        )
+        self._ensure_model(name, task, architecture)
 
         def apply(session: Session) -> int:
             bump = (
                 update(RegisteredModel)
                 .where(RegisteredModel.name == name)
-                .values(latest_version=RegisteredModel.latest_version + 1)
+                .values(
+                    latest_version=RegisteredModel.latest_version + 1,
+                    task=task,
+                    architecture=architecture,
+                )
                 .returning(RegisteredModel.latest_version)
             )
             version = session.execute(bump).scalar_one()
@@ -305,6 +387,8 @@ class JobStore:
         return self._run(apply)
 
     def _ensure_model(self, name: str, task: str, architecture: str) -> None:
+        """The model's row, created with no version when missing (the version bump sets its
+        task and architecture, so an existing row is left as it is here)."""
         if self._run(lambda s: s.get(RegisteredModel, name)) is not None:
             return
         # Another job may create it at the same moment: then the row exists, all we need.

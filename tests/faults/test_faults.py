@@ -168,8 +168,8 @@ def test_a_job_delivered_twice_trains_once(service):
     with service.client() as client:
         job_id = submit(client, **{**QUICK_JOB, "epochs": 30})
         # A second message for the same job, as a redelivery or a racing reconciler would send.
+        from app.core.queue import TRAIN_TASK, TRAINING_QUEUE, make_celery
         from app.core.settings import Settings
-        from workers.celery_app import TRAIN_TASK, TRAINING_QUEUE, make_celery
 
         celery = make_celery(Settings(broker_url=service.env["TRAINSERVE_BROKER_URL"]))
         celery.send_task(TRAIN_TASK, args=[job_id], queue=TRAINING_QUEUE)

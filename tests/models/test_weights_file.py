@@ -12,7 +12,7 @@ from models.errors import CheckpointError
 from models.predictor import InputError, Predictor, check_inputs
 from models.request import TrainingRequest
 from models.training import run_training
-from models.weights_file import deserialize_model, read_card
+from models.weights_file import deserialize_model, read_card, read_card_from
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,29 @@ def test_classifier_returns_classes_and_probabilities(digits_result):
 def test_non_safetensors_bytes_are_refused(data):
     with pytest.raises(CheckpointError):
         deserialize_model(data)
+
+
+def test_the_card_of_an_open_file_is_read_from_its_header_only(boston_result):
+    data = boston_result.weights()
+    handle = io.BytesIO(data)
+    assert read_card_from(handle) == read_card(data)
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    assert handle.tell() == header_end  # the tensors were not read
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"short",
+        (2**40).to_bytes(8, "little") + b"{}",  # a header length beyond the limit
+        (100).to_bytes(8, "little") + b"{}",  # a header cut short
+        (8).to_bytes(8, "little") + b'{"w": 1}',  # JSON, but no safetensors header
+    ],
+)
+def test_an_open_file_that_is_not_trainserve_safetensors_is_refused(data):
+    with pytest.raises(CheckpointError):
+        read_card_from(io.BytesIO(data))
 
 
 def test_a_torch_save_file_is_refused_without_unpickling(monkeypatch, boston_result):

@@ -3,6 +3,7 @@ pool (40) stuck on a stalled job store, GET /healthz still answers at once over 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from tests.security.server import serve
 STUCK = 45  # requests on the stalled store: more than the pool's 40 threads
 POOL_THREADS = 40  # AnyIO's default limit of worker threads
 ANSWER_WITHIN_S = 1.0
+log = logging.getLogger(__name__)
 
 
 @pytest.fixture
@@ -70,5 +72,6 @@ def test_healthz_answers_while_the_pool_is_stuck_on_the_store(tmp_path, stalled_
             release.set()
         codes = [future.result(timeout=60) for future in stuck]
 
+    log.info("/healthz with %d requests stuck on the store: %s in %.3f s", STUCK, status, seconds)
     assert status == 200 and seconds < ANSWER_WITHIN_S, f"/healthz: {status} after {seconds:.2f} s"
     assert codes == [200] * STUCK

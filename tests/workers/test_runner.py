@@ -1,13 +1,18 @@
 """The worker's job runner, in-process against a real SQLite store and weight store."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
+from sqlalchemy import update
 
 from app.core.artifacts import weights_key
+from app.core.cleanup import checkpoint_dir
+from app.core.db import Job
 from app.core.services import build_services
 from app.core.settings import Settings
 from models.weights_file import read_card
 from workers.progress import StoreProgress, shutdown_requested
-from workers.runner import checkpoint_dir, run_job
+from workers.runner import run_job
 
 BOSTON = {
     "model_name": "house",
@@ -37,7 +42,7 @@ def test_a_job_trains_publishes_and_cleans_up(services):
     version = services.store.get_version("house", 1)
     card = read_card(services.artifacts.get(weights_key("house", 1)))
     assert card.architecture == "house_prices_mlp" and version.input_shape == [13]
-    assert not checkpoint_dir(services, job.id).exists()
+    assert not checkpoint_dir(services.settings, job.id).exists()
 
 
 def test_a_second_delivery_does_nothing(services):
@@ -59,8 +64,23 @@ def test_the_run_time_limit_stops_the_job(services):
     job, _ = services.store.create_job(BOSTON)
     assert run_job(job.id, services) == "failed"
     error = services.store.get_job(job.id).error
-    assert "limit of 0 s (TRAINSERVE_MAX_JOB_SECONDS)" in error
-    assert "epoch 1" in error
+    assert "limit of 0 s (TRAINSERVE_MAX_JOB_SECONDS, counted from its first start)" in error
+    assert "epoch 0" in error
+
+
+def test_the_run_time_limit_counts_earlier_attempts(services):
+    """A job that already ran 100 s before its worker died, with a 60 s limit, is not given
+    another 60 s when it resumes: it ends at once."""
+    services.settings.max_job_seconds = 60
+    job, _ = services.store.create_job({**BOSTON, "epochs": 5})
+    earlier = datetime.now(UTC) - timedelta(seconds=100)
+    with services.store._sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job.id).values(started_at=earlier, epoch=3))
+    assert services.store.running_seconds(job.id) == pytest.approx(100, abs=5)
+    assert run_job(job.id, services) == "failed"
+    ended = services.store.get_job(job.id)
+    assert "counted from its first start" in ended.error and "epoch 3" in ended.error
+    assert ended.attempts == 1
 
 
 def test_a_cancel_stops_the_running_job(services, monkeypatch):
@@ -91,6 +111,6 @@ def test_shutdown_checkpoints_and_requeues(services, monkeypatch):
         shutdown_requested.clear()
     assert services.store.get_job(job.id).status == "queued"
     assert sent == [job.id]
-    assert list(checkpoint_dir(services, job.id).glob("*.ckpt"))
+    assert list(checkpoint_dir(services.settings, job.id).glob("*.ckpt"))
     assert run_job(job.id, services) == "succeeded"  # resumes from the checkpoint
     assert [row["epoch"] for row in services.store.history(job.id)] == [2, 4, 6]

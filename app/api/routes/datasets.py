@@ -62,8 +62,10 @@ def _store(services: Services, name: str, file: UploadFile, target, task) -> Dat
         413,
         422,
         503,
+        507,
         e400="the file cannot be read as a dataset (CSV: the line says where)",
         e409="a dataset of this name exists",
+        e507="no space is left on the artifact store for the dataset",
         e413="the upload is over TRAINSERVE_MAX_UPLOAD_BYTES, or its values over "
         "TRAINSERVE_MAX_DATASET_BYTES once read",
     ),

@@ -16,8 +16,11 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
-    """200 while the process serves."""
+async def healthz() -> Health:
+    """200 while the process serves.
+
+    On the event loop, with no dependency: a sync route would wait for a thread of the pool,
+    which requests stuck on a slow job store may all hold (readiness is /readyz)."""
     return Health(status="ok")
 
 

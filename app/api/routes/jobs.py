@@ -13,9 +13,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from kombu.exceptions import OperationalError as BrokerError
 
-from app.api.deps import KeyDep, ServicesDep, StoreDep
+from app.api.deps import KeyDep, ServicesDep, SettingsDep, StoreDep
 from app.api.schemas import History, JobList, JobOut, JobRequest, error_responses
 from app.api.validation import validate_job
+from app.core.cleanup import remove_checkpoints
 from app.core.db import TERMINAL, JobStatus
 from app.core.errors import Conflict, Invalid, NotFound, TooLarge, Unavailable
 from app.core.names import SLUG_PATTERN, check_slug
@@ -186,9 +187,12 @@ def job_metrics(job_id: JobId, store: StoreDep) -> History:
     response_model=JobOut,
     responses=error_responses(404, 409, 503, e404="no such job", e409="the job has ended"),
 )
-def cancel_job(job_id: JobId, store: StoreDep) -> JobOut:
+def cancel_job(job_id: JobId, store: StoreDep, settings: SettingsDep) -> JobOut:
     """A queued job is never started; a running one stops within one epoch, ending `cancelled`."""
-    return JobOut.from_row(store.cancel(check_job_id(job_id)))
+    job = store.cancel(check_job_id(job_id))
+    if job.status == JobStatus.cancelled:  # it may have run before: its checkpoints go
+        remove_checkpoints(settings, job.id)
+    return JobOut.from_row(job)
 
 
 async def _job_events(request: Request, store, job_id: str, poll_s: float):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, Path, Query, Request, Response
+import anyio.to_thread
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from app.api import inference
 from app.api.deps import CacheDep, ServicesDep, StoreDep
@@ -23,6 +27,7 @@ from app.core.names import SLUG_PATTERN, is_slug, shown
 router = APIRouter(prefix="/models", tags=["models"])
 
 VERSION_MAX = 2**31 - 1
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
 Version = Annotated[int, Path(ge=1, le=VERSION_MAX, description="a version number")]
 Name = Annotated[
     str,
@@ -98,7 +103,7 @@ async def predict(
 
 @router.get(
     "/{name}/versions/{version}/weights",
-    response_class=Response,
+    response_class=StreamingResponse,
     responses={
         200: {
             "description": "the weights as safetensors, with the architecture, its parameters "
@@ -108,15 +113,28 @@ async def predict(
         **error_responses(404, 422, 503, e404="no such model or version", e503=UNAVAILABLE),
     },
 )
-def download_weights(name: Name, version: Version, services: ServicesDep) -> Response:
+def download_weights(name: Name, version: Version, services: ServicesDep) -> StreamingResponse:
     """Download one version's `.safetensors` file."""
     row = services.store.get_version(check_name(name), version)
-    data = inference.verified_weights(services, row)
-    return Response(
-        content=data,
+    handle = inference.open_verified_weights(services, row)
+    size = handle.seek(0, io.SEEK_END)
+    handle.seek(0)
+    return StreamingResponse(
+        _chunks(handle),
         media_type="application/octet-stream",
         headers={
             "Content-Disposition": f'attachment; filename="{name}-v{version}.safetensors"',
+            "Content-Length": str(size),
             "ETag": f'"{row.sha256}"',
         },
     )
+
+
+async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
+    """The file from its start, a chunk at a time, read off the event loop; then closed (also
+    when the client goes away). Memory per download: about one chunk, whatever the file size."""
+    try:
+        while chunk := await anyio.to_thread.run_sync(handle.read, DOWNLOAD_CHUNK_BYTES):
+            yield chunk
+    finally:
+        handle.close()

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from safetensors import safe_open
 
+from app.api import inference
 from app.core.artifacts import weights_key
 from app.core.services import Services
 from models.predictor import Predictor
@@ -37,6 +38,25 @@ def test_models_and_versions(client: TestClient, services, house, house_model):
     assert versions[0]["input_shape"] == [13] and versions[0]["task"] == "regression"
     assert set(versions[0]["metrics"]) >= {"train_loss", "val_loss", "val_rmse"}
     assert versions[0]["created_at"].endswith(("Z", "+00:00"))
+
+
+def test_a_retrain_of_another_kind_is_what_the_model_reports(
+    client: TestClient, services, house, classifier_model
+):
+    assert publish(services, house, classifier_model) == 2  # regression, then a classifier
+    expected = ("house-prices", 2, "classification", "mlp")
+    (model,) = client.get("/v1/models").json()
+    assert (model["name"], model["latest_version"], model["task"], model["architecture"]) == (
+        expected
+    )
+    detail = client.get("/v1/models/house-prices").json()
+    assert (detail["name"], detail["latest_version"], detail["task"], detail["architecture"]) == (
+        expected
+    )
+    assert [(v["task"], v["architecture"]) for v in detail["versions"]] == [
+        ("regression", "house_prices_mlp"),
+        ("classification", "mlp"),
+    ]
 
 
 def test_predict_matches_the_predictor(client: TestClient, house, house_model):
@@ -166,6 +186,23 @@ def test_missing_weights_are_503(client: TestClient, services, house):
     services.artifacts.delete(weights_key(house, 1))
     response = client.post(f"/v1/models/{house}/predict", json={"inputs": [BOSTON_ROW]})
     assert response.status_code == 503 and "missing" in response.json()["detail"]
+
+
+def test_missing_weights_are_503_to_download(client: TestClient, services, house):
+    services.artifacts.delete(weights_key(house, 1))
+    download = client.get(f"/v1/models/{house}/versions/1/weights")
+    assert download.status_code == 503 and "missing" in download.json()["detail"]
+
+
+def test_a_download_sends_the_bytes_it_checked(services, house, classifier_model):
+    """The file is opened once: replaced after its check, the old bytes are still what is sent."""
+    key = weights_key(house, 1)
+    checked = services.artifacts.get(key)
+    row = services.store.get_version(house, 1)
+    with inference.open_verified_weights(services, row) as handle:
+        services.artifacts.put(key, classifier_model.weights())
+        assert handle.read() == checked
+    assert services.artifacts.get(key) != checked
 
 
 def test_a_version_is_loaded_once(client: TestClient, house):

@@ -81,6 +81,22 @@ def test_versions_count_up_per_model(store):
         store.get_version("m", 7)
 
 
+def test_a_model_takes_the_task_and_architecture_of_its_newest_version(store):
+    classifier = {**VERSION_FIELDS, "task": "classification", "architecture": "cnn"}
+    for fields in (VERSION_FIELDS, classifier):
+        job, _ = store.create_job(REQUEST)
+        lease = store.claim(job.id, "w")
+        store.publish_version(job.id, lease, fields, lambda v: ("0" * 64, 1))
+    (listed,) = store.list_models()
+    model, rows = store.get_model("m")
+    for row in (listed, model):
+        assert (row.latest_version, row.task, row.architecture) == (2, "classification", "cnn")
+    assert [(r.task, r.architecture) for r in rows] == [
+        ("regression", "mlp"),
+        ("classification", "cnn"),
+    ]
+
+
 def test_a_stale_lease_cannot_write(store):
     job, _ = store.create_job(REQUEST)
     old = store.claim(job.id, "w1")

@@ -1,0 +1,61 @@
+"""What jobs and interrupted writes leave behind, and its removal.
+
+Every end state of a job removes its training checkpoints (the worker on success, failure and
+cancel; the reaper when it fails or cancels a job whose worker is gone; the API when it cancels
+a queued job that had run before). `sweep` catches the rest, at start-up and then now and then:
+checkpoint folders of jobs that have ended or do not exist (a paused worker that wrote one after
+another worker finished the job), and temporary files of writes cut short by kill -9.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from app.core.db import TERMINAL
+from app.core.services import Services
+from app.core.settings import Settings
+from models.files import TEMP_SUFFIX
+
+log = logging.getLogger(__name__)
+
+TEMP_MAX_AGE_S = 3600.0  # a write still in flight is younger than this
+
+
+def checkpoint_dir(settings: Settings, job_id: str) -> Path:
+    """Where a job's training checkpoints are kept while it runs."""
+    return settings.checkpoints_dir / job_id
+
+
+def remove_checkpoints(settings: Settings, job_id: str) -> None:
+    shutil.rmtree(checkpoint_dir(settings, job_id), ignore_errors=True)
+
+
+def sweep(services: Services, temp_max_age_s: float = TEMP_MAX_AGE_S) -> dict[str, int]:
+    """Remove checkpoint folders of ended or unknown jobs, and stale temporary files."""
+    settings = services.settings
+    removed = {"checkpoint_folders": 0, "temp_files": 0}
+    root = settings.checkpoints_dir
+    folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    if folders:
+        statuses = services.store.statuses([p.name for p in folders])
+        for folder in folders:
+            if statuses.get(folder.name) in (None, *TERMINAL):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed["checkpoint_folders"] += 1
+    cutoff = time.time() - temp_max_age_s
+    for directory in (settings.weights_dir, settings.uploads_dir, root):
+        if not directory.is_dir():
+            continue
+        for temp in directory.rglob(f".*{TEMP_SUFFIX}"):
+            try:
+                if temp.stat().st_mtime < cutoff:
+                    temp.unlink()
+                    removed["temp_files"] += 1
+            except FileNotFoundError:
+                continue  # removed by its own writer meanwhile
+    if any(removed.values()):
+        log.info("sweep removed %s", removed)
+    return removed
