@@ -7,7 +7,6 @@ import shutil
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.e2e.processes import TRAINSERVE, Process, Service, wait_until
