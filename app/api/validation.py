@@ -25,6 +25,7 @@ from models.catalogue import (
     list_datasets,
 )
 from models.errors import CatalogueError, DatasetUnavailableError
+from models.memory import estimate_training_memory
 from models.request import TrainingRequest
 from models.training import check_compatible
 
@@ -98,7 +99,27 @@ def validate_job(request: JobRequest, services: Services) -> dict[str, Any]:
     data = request.model_dump(mode="json")
     data["loss"] = check_compatible(TrainingRequest.from_stored(data), task, input_shape)
     with torch.device("meta"):  # the size guard of Architecture.build, without memory
-        get_architecture(request.architecture).build(
+        module = get_architecture(request.architecture).build(
             input_shape, output_size, request.architecture_params
         )
+    check_memory(module, input_shape, request, services.settings)
     return data
+
+
+def check_memory(module, input_shape: tuple[int, ...], request: JobRequest, settings) -> None:
+    """Refuse a job whose training step would not fit the workers' memory budget: weights are
+    bounded by the catalogue, but activations grow with batch size and image size."""
+    need = estimate_training_memory(module, input_shape, request.batch_size, request.optimizer.name)
+    budget = settings.max_job_memory_bytes
+    if need.total > budget:
+        raise Invalid(
+            f"this job needs about {_gib(need.total)} of memory per training step at batch_size "
+            f"{request.batch_size} ({_gib(need.activations)} of activations, "
+            f"{_gib(need.weights)} of weights, gradients and optimizer state), over the budget "
+            f"of {_gib(budget)} (TRAINSERVE_MAX_JOB_MEMORY_BYTES); lower batch_size, or choose "
+            "fewer channels or more pooling"
+        )
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / 1024**3:.1f} GiB" if n_bytes >= 1024**3 else f"{n_bytes / 1024**2:.0f} MiB"

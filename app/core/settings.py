@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(65_536, ge=1)
     max_queued_jobs: int = Field(100, ge=1, description="queued jobs per API key")
     max_job_seconds: int = Field(6 * 3600, ge=10, description="longest a job may run")
+    max_job_memory_bytes: int = Field(
+        8 * 1024**3, ge=1024**2, description="estimated memory of one training step, at most"
+    )
 
     # Workers and inference.
     heartbeat_seconds: float = Field(5.0, gt=0)

@@ -158,3 +158,18 @@ def test_a_pt_file_next_to_the_weights_is_never_read(
     assert download.content[8:].lstrip().startswith(b"{")  # safetensors, not the pickle
     assert client.get(f"/v1/models/{NAME}/versions/2/weights").status_code == 404
     assert not marker.exists()
+
+
+def test_a_download_checks_the_header_of_the_file_it_streams(
+    client, services, house, marker, no_unpickling
+):
+    """Downloaded before anything loaded it: the streamed file's own checks refuse it."""
+    data = fake_safetensors(b'{"w": 1}', pickle.dumps(Planted(str(marker))))
+    services.artifacts.path(weights_key(NAME, 1)).write_bytes(data)
+    forge_sha256(services, data)
+    download = client.get(f"/v1/models/{NAME}/versions/1/weights")
+    assert download.status_code == 503, download.text
+    detail = download.json()["detail"]
+    assert f"model '{NAME}' version 1" in detail and "not a trainserve safetensors" in detail
+    assert services.store.get_version(NAME, 1).corrupt
+    assert not marker.exists()

@@ -282,3 +282,22 @@ def test_events_follow_a_job_until_it_ends(client: TestClient, services: Service
     assert ": keep-alive" in text
     assert statuses[0] == "queued" and statuses[-1] == "cancelled"
     assert "running" in statuses and len(statuses) == len(set(statuses))
+
+
+WIDE_CNN = {
+    "model_name": "wide",
+    "architecture": "cnn",
+    "dataset": "digits28",
+    "architecture_params": {"channels": [256] * 6, "kernel_size": 5, "pool": False},
+}
+
+
+def test_a_job_whose_activations_exceed_the_memory_budget_is_refused(client: TestClient):
+    """Within every limit of the catalogue (weights, epochs, batch size), yet a training step
+    would need about 15 GiB of activations: refused before a worker runs out of memory."""
+    response = submit(client, WIDE_CNN | {"batch_size": 512})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "TRAINSERVE_MAX_JOB_MEMORY_BYTES" in detail and "batch_size 512" in detail
+    assert "GiB of activations" in detail
+    assert submit(client, WIDE_CNN | {"batch_size": 16}).status_code == 202
