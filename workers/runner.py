@@ -80,12 +80,16 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
             )
     except Interrupted:
         status = store.requeue(job_id, lease)
-        log.info("job %s: worker shutting down; checkpointed, now %s", job_id, status)
         if status == JobStatus.queued:
+            log.info(
+                "job %s: worker shutting down; checkpointed and sent back to the queue", job_id
+            )
             services.enqueue(job_id)
-        elif status == JobStatus.cancelled:
+            return "requeued"
+        log.info("job %s: worker shutting down; the job is now %s", job_id, status)
+        if status == JobStatus.cancelled:
             remove_checkpoints(settings, job_id)
-        return "requeued" if status == JobStatus.queued else str(status)
+        return str(status)
     except (JobTimeout, *USER_ERRORS) as exc:
         return _fail(services, job_id, lease, str(exc))
     except torch.cuda.OutOfMemoryError:

@@ -44,6 +44,21 @@ class Settings(BaseSettings):
         8 * 1024**3, ge=1024**2, description="estimated memory of one training step, at most"
     )
 
+    # Connections: how long a client may take, and how many it may hold (app/api/server.py).
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="a request head (line and headers) must arrive within this"
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="longest wait for the next chunk of a request body (then 408)"
+    )
+    keep_alive_seconds: float = Field(5.0, gt=0, description="an idle kept-alive connection")
+    max_connections: int = Field(
+        512, ge=2, description="open connections at once; beyond it 503 (capped by open files)"
+    )
+    max_streams_per_key: int = Field(
+        20, ge=1, description="GET /v1/jobs/{id}/events streams open at once per API key"
+    )
+
     # Workers and inference.
     heartbeat_seconds: float = Field(5.0, gt=0)
     heartbeat_timeout_seconds: float = Field(

@@ -35,11 +35,12 @@ def liveness_file(tmp_path, monkeypatch) -> Path:
 
 
 def busy_task(seconds: float, path: Path) -> set[float]:
-    """A stand-in for a training step: pure Python on the calling thread (it holds the GIL but
-    for the interpreter's switches); returns the file's modification times seen meanwhile."""
+    """A stand-in for a job on a solo pool: it holds the calling thread for `seconds` (sleeping
+    in slices, as training waits in torch's kernels); returns the file's modification times
+    seen meanwhile."""
     seen, deadline = set(), time.monotonic() + seconds
     while time.monotonic() < deadline:
-        sum(i * i for i in range(20_000))
+        time.sleep(0.01)
         seen.add(path.stat().st_mtime_ns)
     return seen
 
