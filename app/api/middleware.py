@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 SECURED_PREFIX = "/v1"
 UPLOAD_PATH = "/v1/datasets"
+# Room for the multipart boundaries, part headers and the small form fields around an upload's
+# file, so that a file of exactly TRAINSERVE_MAX_UPLOAD_BYTES is accepted.
+MULTIPART_FRAMING_BYTES = 64 * 1024
 
 
 class GuardMiddleware:
@@ -42,8 +45,8 @@ class GuardMiddleware:
             except KeyRefused as refused:
                 return await error_response(unauthorized(refused))(scope, receive, send)
         upload = scope["method"] == "POST" and scope["path"].rstrip("/") == UPLOAD_PATH
-        limit, variable = (
-            (self.max_upload_bytes, "TRAINSERVE_MAX_UPLOAD_BYTES")
+        limit, variable = (  # an upload's file is checked against its own limit by the route
+            (self.max_upload_bytes + MULTIPART_FRAMING_BYTES, "TRAINSERVE_MAX_UPLOAD_BYTES")
             if upload
             else (self.max_body_bytes, "TRAINSERVE_MAX_BODY_BYTES")
         )

@@ -11,7 +11,7 @@ from app.api.deps import ServicesDep
 from app.api.schemas import DatasetOut, error_responses
 from app.api.validation import uploaded_entry
 from app.core.datasets import save_upload
-from app.core.errors import Conflict, Invalid
+from app.core.errors import Conflict, Invalid, TooLarge
 from app.core.names import SLUG_PATTERN, check_slug
 from app.core.services import Services
 from models.catalogue import is_registered_dataset
@@ -46,7 +46,10 @@ def _store(services: Services, name: str, file: UploadFile, target, task) -> Dat
         raise Conflict(f"dataset '{name}' is a built-in dataset; choose another name")
     if services.store.get_dataset(name) is not None:
         raise Conflict(f"dataset '{name}' already exists; choose another name")
-    data = file.file.read()
+    limit = services.settings.max_upload_bytes
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"the file is over the limit of {limit} bytes (TRAINSERVE_MAX_UPLOAD_BYTES)")
     dataset = _parse(file.filename or "", data, target, task, services.settings.max_dataset_bytes)
     del data
     return uploaded_entry(save_upload(services, name, dataset))

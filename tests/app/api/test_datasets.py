@@ -118,6 +118,19 @@ def test_names_that_are_not_slugs_are_refused(client: TestClient, settings, name
     assert not (settings.data_dir / "x.npz").exists()
 
 
+def test_a_file_of_exactly_the_upload_limit_is_accepted(client: TestClient, settings):
+    """The multipart framing around the file is not counted against the file's limit."""
+    header = b"a,label\n"
+    rows = (settings.max_upload_bytes - len(header)) // 4
+    exact = header + b"1,2\n" * rows + b"1" * ((settings.max_upload_bytes - len(header)) % 4)
+    exact = exact[: settings.max_upload_bytes - 1] + b"\n"
+    assert len(exact) == settings.max_upload_bytes
+    response = upload(client, data=exact)
+    assert response.status_code == 201, response.text
+    over = upload(client, name="over", data=exact + b"1,2\n")
+    assert over.status_code == 413 and "TRAINSERVE_MAX_UPLOAD_BYTES" in over.json()["detail"]
+
+
 def test_oversized_upload_is_413(client: TestClient, settings):
     big = b"a,label\n" + b"1,2\n" * (settings.max_upload_bytes // 4 + 1)
     response = upload(client, data=big)
