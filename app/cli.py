@@ -190,17 +190,11 @@ def api(_args: argparse.Namespace) -> int:
     settings = get_settings()
     _check_database(settings)  # before importing the app (torch and all: seconds)
 
-    import uvicorn
-
     from app.api.main import create_app
+    from app.api.server import serve
 
     _announce(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-    )
+    serve(create_app(settings), settings)  # uvicorn, with deadlines for slow clients
     return 0
 
 

@@ -88,14 +88,36 @@ def test_api_and_worker_reach_redis_and_postgres_with_the_secrets(services):
 
 
 def test_every_service_is_health_checked_and_waits_for_healthy_dependencies(services):
-    names = [n for n in services if n != "_volumes"]
+    names = [n for n in services if n not in ("_volumes", "migrate")]
     assert {"api", "worker", "redis", "postgres"} <= set(names)
     for name in names:
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         for dep, spec in services[name].get("depends_on", {}).items():
-            assert spec == {"condition": "service_healthy"}, f"{name} -> {dep}"
+            wanted = "service_completed_successfully" if dep == "migrate" else "service_healthy"
+            assert spec == {"condition": wanted}, f"{name} -> {dep}"
     assert {"redis", "postgres"} <= set(services["api"]["depends_on"])
     assert {"redis", "postgres"} <= set(services["worker"]["depends_on"])
+
+
+def test_migrations_run_once_before_the_api_and_the_workers(services):
+    """`trainserve api` and `worker` refuse a database that is behind: a one-shot service runs
+    `trainserve db upgrade` against the same database first."""
+    from app.cli import build_parser
+
+    migrate = services["migrate"]
+    command = argv(migrate["command"])
+    assert command[:3] == ["trainserve", "db", "upgrade"]
+    assert build_parser().parse_args(command[1:]).command == "db"
+    assert (
+        migrate["environment"]["TRAINSERVE_DATABASE_URL"]
+        == (services["api"]["environment"]["TRAINSERVE_DATABASE_URL"])
+    )
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert str(migrate.get("restart", "no")) == "no"
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }
 
 
 def test_the_worker_health_check_needs_no_answer_from_the_busy_worker(services):

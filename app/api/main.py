@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 from app.api.auth import load_or_create_api_keys
 from app.api.deps import require_key
 from app.api.error_handlers import HANDLED, handle, iter_routes
+from app.api.events import JobEvents
 from app.api.inference import ModelCache
 from app.api.middleware import SECURED_PREFIX, GuardMiddleware
 from app.api.routes import catalogue, datasets, health, jobs, registry
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.api_keys = keys
     app.state.model_cache = ModelCache(settings.model_cache_models, settings.model_cache_bytes)
     app.state.upload_limiter = anyio.CapacityLimiter(settings.max_parallel_uploads)
+    app.state.job_events = JobEvents(settings.max_streams_per_key)  # shared event pollers
     if services is not None:
         app.state.services = services
     app.add_middleware(

@@ -50,8 +50,10 @@ class GuardMiddleware:
             if upload
             else (self.max_body_bytes, "TRAINSERVE_MAX_BODY_BYTES")
         )
+        allowed = self.max_upload_bytes if upload else limit
+        framing = " (and its multipart framing)" if upload else ""
         too_large = HTTPException(
-            413, f"the request body is over the limit of {limit} bytes ({variable})"
+            413, f"the request body is over the limit of {allowed} bytes{framing} ({variable})"
         )
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:

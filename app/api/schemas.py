@@ -205,6 +205,7 @@ ERROR_DESCRIPTIONS = {
     409: "the request conflicts with the resource's state",
     413: "the body is over TRAINSERVE_MAX_BODY_BYTES (uploads: TRAINSERVE_MAX_UPLOAD_BYTES)",
     422: "the request fails validation; the message names the field and the limit",
+    429: "too many at once: try again after the seconds in Retry-After",
     503: "a dependency (job store, broker, stored weights) is unavailable",
     507: "no space is left on the artifact store",
 }

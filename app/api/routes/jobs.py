@@ -8,16 +8,17 @@ import time
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from kombu.exceptions import OperationalError as BrokerError
 
 from app.api.deps import KeyDep, ServicesDep, SettingsDep, StoreDep
+from app.api.events import CLOSED, JobEvents, Update, job_update
 from app.api.schemas import History, JobList, JobOut, JobRequest, error_responses
 from app.api.validation import validate_job
 from app.core.cleanup import remove_checkpoints
-from app.core.db import TERMINAL, JobStatus
+from app.core.db import JobStatus
 from app.core.errors import Conflict, Invalid, NotFound, TooLarge, Unavailable
 from app.core.names import SLUG_PATTERN, check_slug
 from app.core.services import Services
@@ -27,8 +28,10 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 JOB_ID_MAX = 64
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-POLL_S = 0.5  # how often an event stream reads the job
+POLL_S = 0.5  # how often the poller of a followed job reads it (once for all its streams)
 KEEPALIVE_S = 15.0
+STREAM_RETRY_AFTER_S = 5
+TOO_MANY_STREAMS = "TRAINSERVE_MAX_STREAMS_PER_KEY streams are open with this API key already"
 
 
 JobId = Annotated[str, Path(description="a job id, as returned by POST /v1/jobs")]
@@ -195,23 +198,44 @@ def cancel_job(job_id: JobId, store: StoreDep, settings: SettingsDep) -> JobOut:
     return JobOut.from_row(job)
 
 
-async def _job_events(request: Request, store, job_id: str, poll_s: float):
-    """`event: job` whenever status, progress or metrics change; a comment keeps it alive."""
-    last_state, last_sent = None, time.monotonic()
-    while True:
-        job = await run_in_threadpool(store.get_job, job_id)
-        state = (job.status, job.epoch, job.metrics, job.model_version, job.error)
-        if state != last_state:
-            yield f"event: job\ndata: {JobOut.from_row(job).model_dump_json()}\n\n"
-            last_state, last_sent = state, time.monotonic()
-        if job.status in TERMINAL:
-            return
-        if time.monotonic() - last_sent >= KEEPALIVE_S:
-            yield ": keep-alive\n\n"
-            last_sent = time.monotonic()
-        if await request.is_disconnected():
-            return
-        await anyio.sleep(poll_s)
+async def _job_events(events: JobEvents, first: Update, store, job_id: str, poll_s: float):
+    """`event: job` at once, then whenever status, progress or metrics change (the job's one
+    shared poller reads it, app/api/events.py); a comment keeps the stream alive."""
+    yield first.message
+    if first.terminal:
+        return
+    last_state, last_sent = first.state, time.monotonic()
+    with events.subscribe(store, job_id, poll_s) as subscription:
+        while True:
+            wait = max(last_sent + KEEPALIVE_S - time.monotonic(), poll_s)
+            update = await subscription.next(wait)
+            if update is CLOSED:
+                return
+            if update is not None and update.state != last_state:
+                yield update.message
+                last_state, last_sent = update.state, time.monotonic()
+                if update.terminal:
+                    return
+            if time.monotonic() - last_sent >= KEEPALIVE_S:
+                yield b": keep-alive\n\n"
+                last_sent = time.monotonic()
+
+
+class EventStream(StreamingResponse):
+    """A StreamingResponse that, however it ends (finished, client gone, cancelled), closes its
+    generator (so its subscription goes) and gives back the key's stream slot."""
+
+    def __init__(self, content, on_close, **kwargs) -> None:
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
 
 
 @router.get(
@@ -224,14 +248,41 @@ async def _job_events(request: Request, store, job_id: str, poll_s: float):
             "content": {"text/event-stream": {"schema": JOB_EVENT}},
         },
         **NOT_FOUND,
+        429: {
+            **error_responses(429, e429=TOO_MANY_STREAMS)[429],
+            "headers": {
+                "Retry-After": {
+                    "description": "seconds to wait before opening another stream",
+                    "schema": {"type": "integer"},
+                }
+            },
+        },
     },
 )
-async def job_events(job_id: JobId, request: Request, store: StoreDep) -> StreamingResponse:
-    """Follow a job as server-sent events."""
-    await run_in_threadpool(store.get_job, check_job_id(job_id))  # a 404 before streaming
+async def job_events(
+    job_id: JobId, request: Request, store: StoreDep, owner: KeyDep
+) -> StreamingResponse:
+    """Follow a job as server-sent events (at most TRAINSERVE_MAX_STREAMS_PER_KEY streams open
+    at once per API key)."""
+    check_job_id(job_id)
+    events: JobEvents = request.app.state.job_events
+    release = events.open_stream(owner)
+    if release is None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{events.max_streams_per_key} event streams are open with this API key "
+            "(TRAINSERVE_MAX_STREAMS_PER_KEY); close one, or wait",
+            headers={"Retry-After": str(STREAM_RETRY_AFTER_S)},
+        )
+    try:  # the state the job's poller has (then the job exists), else a read: 404 or the state
+        first = events.latest(job_id) or job_update(await run_in_threadpool(store.get_job, job_id))
+    except BaseException:
+        release()
+        raise
     poll_s = getattr(request.app.state, "events_poll_s", POLL_S)
-    return StreamingResponse(
-        _job_events(request, store, job_id, poll_s),
+    return EventStream(
+        _job_events(events, first, store, job_id, poll_s),
+        on_close=release,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
