@@ -35,6 +35,16 @@ def estimate_training_memory(
     module: nn.Module, input_shape: tuple[int, ...], batch_size: int, optimizer: str
 ) -> MemoryEstimate:
     """Bytes one training step of `module` (built on the meta device) needs at `batch_size`."""
+    activations = activation_bytes(module, input_shape, batch_size)
+    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    copies = 2 + OPTIMIZER_STATES.get(optimizer, 2)
+    return MemoryEstimate(activations=activations * BACKWARD_FACTOR, weights=weight_bytes * copies)
+
+
+def activation_bytes(module: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> int:
+    """The bytes of every layer's output for a batch: what a training step keeps for backward,
+    and an upper bound of what inference allocates (which frees each output once used).
+    `module` lives on the meta device (a copy for a loaded model: see models/predictor.py)."""
     total = 0
 
     def count(_module: nn.Module, _inputs: object, output: object) -> None:
@@ -50,9 +60,7 @@ def estimate_training_memory(
     finally:
         for handle in handles:
             handle.remove()
-    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    copies = 2 + OPTIMIZER_STATES.get(optimizer, 2)
-    return MemoryEstimate(activations=total * BACKWARD_FACTOR, weights=weight_bytes * copies)
+    return total
 
 
 def _tensors(value: object) -> list[torch.Tensor]:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from models.memory import activation_bytes
 from models.preprocessing import Standardizer
 from models.weights_file import ModelCard, deserialize_model
 
 
 class InputError(ValueError):
     """Prediction inputs that do not fit the model; the message names the sample."""
+
+
+class Abandoned(Exception):
+    """The caller stopped waiting (its client went away); the remaining chunks were not run."""
 
 
 @dataclass
@@ -66,16 +72,36 @@ class Predictor:
         self.input_shape = tuple(card.input_shape)
         self._inputs = Standardizer.from_dict(card.input_stats)
         self._targets = Standardizer.from_dict(card.target_stats) if card.target_stats else None
+        with torch.device("meta"):  # the model's cost per sample, known once, without memory
+            self.bytes_per_sample = max(
+                1, activation_bytes(card.build_module(), self.input_shape, 1)
+            )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Predictor:
         return cls(*deserialize_model(data))
 
-    def predict(self, samples: np.ndarray) -> Prediction:
-        """`samples` as returned by `check_inputs`, in the original units of the dataset."""
+    def chunk_size(self, max_chunk_bytes: int) -> int:
+        """Samples per forward so that one forward's activations stay under `max_chunk_bytes`."""
+        return max(1, max_chunk_bytes // self.bytes_per_sample)
+
+    def predict(
+        self,
+        samples: np.ndarray,
+        chunk: int | None = None,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> Prediction:
+        """`samples` as returned by `check_inputs`, in the original units of the dataset, run
+        `chunk` samples at a time; `stop()` is asked before each chunk (Abandoned when true)."""
+        chunk = chunk or len(samples)
+        outputs = []
         with torch.inference_mode():
-            x = self._inputs.transform(torch.from_numpy(samples))
-            out = self.model(x).float()
+            for start in range(0, len(samples), chunk):
+                if stop():
+                    raise Abandoned(f"stopped after {start} of {len(samples)} samples")
+                x = self._inputs.transform(torch.from_numpy(samples[start : start + chunk]))
+                outputs.append(self.model(x).float())
+            out = torch.cat(outputs)
         if self.card.task == "classification":
             if self.card.loss == "bce_with_logits":
                 probs = torch.sigmoid(out)

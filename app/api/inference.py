@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
 import anyio
@@ -24,10 +24,12 @@ from app.core.errors import Unavailable
 from app.core.services import Services
 from models.errors import CheckpointError
 from models.files import sha256_hex, sha256_of_file
-from models.predictor import InputError, Predictor, check_inputs
+from models.predictor import Abandoned, InputError, Predictor, check_inputs
 from models.weights_file import read_card, read_card_from
 
 log = logging.getLogger(__name__)
+
+DISCONNECT_POLL_S = 0.05  # how often a running prediction asks whether its client is there
 
 Key = tuple[str, int]
 
@@ -177,9 +179,15 @@ async def predict(
     limiter: anyio.CapacityLimiter,
     row: ModelVersion,
     inputs: list[Any],
+    client_gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> dict[str, Any]:
-    """Validate `inputs`, run the model in a worker thread (bounded by `limiter`), answer."""
-    max_samples = services.settings.max_predict_samples
+    """Validate `inputs`, run the model in a worker thread (bounded by `limiter`), answer.
+
+    A request is budgeted by samples x the model's activation bytes per sample (known when the
+    model is loaded), runs in chunks that bound one forward's memory, and stops between chunks
+    once `client_gone()` says its client left (also while it waits for the limiter)."""
+    settings = services.settings
+    max_samples = settings.max_predict_samples
     if len(inputs) > max_samples:
         raise InputError(
             f"too many samples: {len(inputs)} > the limit of {max_samples} "
@@ -190,11 +198,17 @@ async def predict(
         cache.get, key, lambda: load_predictor(services, row)
     )
 
-    def run() -> Any:
-        samples = check_inputs(inputs, predictor.input_shape, max_samples)
-        return predictor.predict(samples)
+    check_budget(predictor, len(inputs), settings.max_predict_work_bytes, row)
+    gone = threading.Event()
 
-    result = await anyio.to_thread.run_sync(run, limiter=limiter)
+    def run() -> Any:
+        if gone.is_set():
+            raise Abandoned("the client left while the request waited")
+        samples = check_inputs(inputs, predictor.input_shape, max_samples)
+        chunk = predictor.chunk_size(settings.predict_chunk_bytes)
+        return predictor.predict(samples, chunk=chunk, stop=gone.is_set)
+
+    result = await _unless_abandoned(run, limiter, client_gone, gone)
     out: dict[str, Any] = {
         "model_name": row.model_name,
         "version": row.version,
@@ -204,6 +218,48 @@ async def predict(
         out["probabilities"] = _finite_or_none(result.probabilities)
         out["classes"] = predictor.card.classes
     return out
+
+
+def check_budget(predictor: Predictor, n_samples: int, budget: int, row: ModelVersion) -> None:
+    need = n_samples * predictor.bytes_per_sample
+    if need > budget:
+        fits = max(1, budget // predictor.bytes_per_sample)
+        raise InputError(
+            f"{n_samples} samples would take about {need / 1024**2:.0f} MiB of activations on "
+            f"model '{row.model_name}' version {row.version} "
+            f"({predictor.bytes_per_sample / 1024**2:.2f} MiB per sample), over the budget of "
+            f"{budget / 1024**2:.0f} MiB (TRAINSERVE_MAX_PREDICT_WORK_BYTES); send at most "
+            f"{fits} samples per request"
+        )
+
+
+async def _unless_abandoned(
+    run: Callable[[], Any],
+    limiter: anyio.CapacityLimiter,
+    client_gone: Callable[[], Awaitable[bool]] | None,
+    gone: threading.Event,
+) -> Any:
+    """`run()` in a worker thread while a task watches the client; when the client leaves,
+    `gone` is set and `run` stops at its next chunk (a thread cannot be interrupted)."""
+    if client_gone is None:
+        return await anyio.to_thread.run_sync(run, limiter=limiter)
+
+    async def watch() -> None:
+        while not await client_gone():
+            await anyio.sleep(DISCONNECT_POLL_S)
+        gone.set()
+
+    error: Exception | None = None
+    async with anyio.create_task_group() as tasks:  # (it would wrap an error in a group)
+        tasks.start_soon(watch)
+        try:
+            result = await anyio.to_thread.run_sync(run, limiter=limiter)
+        except Exception as exc:
+            error = exc
+        tasks.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return result
 
 
 def _finite_or_none(values: Any) -> Any:

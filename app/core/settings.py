@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     )
     max_parallel_uploads: int = Field(2, ge=1, le=64, description="uploads parsed at once")
     max_predict_samples: int = Field(1024, ge=1)
+    max_predict_work_bytes: int = Field(
+        1024**3, ge=1024, description="samples x the model's activation bytes per sample"
+    )
+    predict_chunk_bytes: int = Field(
+        64 * 1024**2, ge=1024, description="activation bytes of one forward (chunks of samples)"
+    )
     max_epochs: int = Field(10_000, ge=1)
     max_batch_size: int = Field(65_536, ge=1)
     max_queued_jobs: int = Field(100, ge=1, description="queued jobs per API key")

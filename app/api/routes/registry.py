@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, BinaryIO
 
 import anyio.to_thread
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -23,6 +24,10 @@ from app.api.schemas import (
 )
 from app.core.errors import NotFound
 from app.core.names import SLUG_PATTERN, is_slug, shown
+from models.predictor import Abandoned
+
+log = logging.getLogger(__name__)
+CLIENT_CLOSED = 499  # nginx's code for a request whose client went away
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -97,7 +102,13 @@ async def predict(
     """
     row = await run_in_threadpool(services.store.get_version, check_name(name), version)
     limiter = request.app.state.inference_limiter
-    out = await inference.predict(services, cache, limiter, row, body.inputs)
+    try:
+        out = await inference.predict(
+            services, cache, limiter, row, body.inputs, client_gone=request.is_disconnected
+        )
+    except Abandoned:
+        log.info("prediction for %s v%d abandoned: the client left", row.model_name, row.version)
+        return Response(status_code=CLIENT_CLOSED)  # no one reads it
     return PredictResponse(**out)
 
 
