@@ -135,7 +135,8 @@ def _torchvision_availability(name: str, folder: str):
         if allow_download or all((raw / f).is_file() for f in MNIST_FILES):
             return None
         return (
-            f"{name} files are not in {raw} and downloads are disabled "
+            f"{name} files are not in <data dir>/{raw.relative_to(data_dir)} and downloads are "
+            "disabled "
             "(set TRAINSERVE_ALLOW_DOWNLOADS=true or place the files there)"
         )
 

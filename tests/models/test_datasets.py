@@ -196,9 +196,8 @@ def no_download(monkeypatch):
 
 @pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
 def test_torchvision_dataset_absent_and_downloads_disabled(tmp_path, name, folder):
-    raw = tmp_path / "torchvision" / folder / "raw"
-    expected = (
-        f"{name} files are not in {raw} and downloads are disabled "
+    expected = (  # the server's own paths stay out of what clients read
+        f"{name} files are not in <data dir>/torchvision/{folder}/raw and downloads are disabled "
         "(set TRAINSERVE_ALLOW_DOWNLOADS=true or place the files there)"
     )
     with pytest.raises(DatasetUnavailableError) as err:

@@ -114,3 +114,17 @@ def test_shutdown_checkpoints_and_requeues(services, monkeypatch):
     assert list(checkpoint_dir(services.settings, job.id).glob("*.ckpt"))
     assert run_job(job.id, services) == "succeeded"  # resumes from the checkpoint
     assert [row["epoch"] for row in services.store.history(job.id)] == [2, 4, 6]
+
+
+def test_a_missing_upload_fails_the_job_naming_the_dataset_not_a_path(services):
+    from app.core.artifacts import dataset_key
+    from app.core.datasets import save_upload
+    from models.catalogue import load_dataset
+
+    row = save_upload(services, "mine", load_dataset("boston_housing"))
+    services.artifacts.delete(dataset_key(row.sha256))
+    job, _ = services.store.create_job({**BOSTON, "dataset": "mine"})
+    assert run_job(job.id, services) == "failed"
+    error = services.store.get_job(job.id).error
+    assert "uploaded dataset 'mine' is missing" in error
+    assert str(services.settings.data_dir) not in error
