@@ -16,11 +16,13 @@ run: $(STAMP)
 	$(BIN)/trainserve serve
 
 # Tools the tests drive as real programs: docker-compose (validates the compose file without an
-# engine) and redis-server (started by the tests when no Redis answers). Installed when missing.
+# engine), redis-server (started by the tests when no Redis answers) and chromium (renders /docs
+# and /redoc offline, tests/app/api/test_docs.py). Installed when missing.
 system-packages:
 	@missing=""; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \

@@ -20,6 +20,7 @@ from app.api.events import JobEvents
 from app.api.inference import ModelCache
 from app.api.middleware import SECURED_PREFIX, GuardMiddleware
 from app.api.routes import catalogue, datasets, health, jobs, registry
+from app.api.routes.docs import add_docs
 from app.api.schemas import ErrorOut, error_responses
 from app.core.reaper import Reaper
 from app.core.services import Services, build_services
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=False,
+        docs_url=None,  # /docs and /redoc: add_docs, from files in the package (no CDN)
+        redoc_url=None,
         exception_handlers={cls: handle for cls in HANDLED},
     )
     app.state.settings = settings
@@ -105,4 +108,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             dependencies=secured,
             responses=error_responses(401),
         )
+    add_docs(app)
     return app

@@ -13,9 +13,12 @@ adds what is missing:
 - while a request body is awaited, each next chunk must come within `body_timeout_seconds`
   (otherwise 408 and the connection is closed); once the answer has been sent (a 401 or 413
   sent before the body was read), what is left of the body must come within that time in all;
-- beyond `max_connections` open connections, a new one gets a 503 and is closed at once, so
-  the file descriptors in use stay bounded (and the soft limit on open files is raised to the
-  hard one at start).
+- at most `max_connections` connections are open: when one more comes, the connection that
+  has waited longest without sending a request (idle, half a head, kept alive) is closed to make
+  room, so a client that sends its request at once is served however many idle sockets others
+  hold; only when every connection is busy with a request does the new one get a 503, closed at
+  once. The file descriptors in use stay bounded (and the soft limit on open files is raised to
+  the hard one at start).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ class GuardedH11Protocol(H11Protocol):
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_connections: int = 512
+    # Connections waiting for a request head, longest-waiting first (one dict per subclass).
+    waiting: dict[GuardedH11Protocol, None] = {}
 
     _last_warned = 0.0  # over-capacity warnings, at most one every WARN_EVERY_S
 
@@ -73,9 +78,10 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
+        if len(self.connections) > self.max_connections and not self._make_room():
             self._refuse()
             return
+        self.waiting[self] = None
         self._arm("head", self.header_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -84,6 +90,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self.waiting.pop(self, None)
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
@@ -96,9 +103,12 @@ class GuardedH11Protocol(H11Protocol):
         """The deadline that applies in the connection's state now."""
         if self.transport.is_closing():
             self._disarm()
+            self.waiting.pop(self, None)
             return
         theirs = self.conn.their_state
         if theirs is h11.IDLE:
+            if self not in self.waiting:  # kept alive after an answer: waits from now
+                self.waiting[self] = None
             # Waiting for a request head: from its first byte (kept-alive connections: until
             # then uvicorn's keep-alive timeout applies), not re-armed by more bytes.
             if self.conn.trailing_data[0]:
@@ -106,15 +116,21 @@ class GuardedH11Protocol(H11Protocol):
                     self._arm("head", self.header_timeout)
             elif self._deadline_kind != "head":
                 self._disarm()
-        elif theirs is h11.SEND_BODY:
+            return
+        if theirs is h11.SEND_BODY:
             if self.conn.our_state in (h11.DONE, h11.MUST_CLOSE):
                 # Answered already: what is left of the body is read and dropped, within a
-                # time in all (so trickling bytes cannot hold the connection).
+                # time in all (so trickling bytes cannot hold the connection), and the
+                # connection may be closed to make room, as an idle one.
                 if self._deadline_kind != "rest":
                     self._arm("rest", self.body_timeout)
-            elif progress or self._deadline_kind != "body":
-                self._arm("body", self.body_timeout)  # per chunk
+                    self.waiting[self] = None
+            else:
+                self.waiting.pop(self, None)  # a request is being read
+                if progress or self._deadline_kind != "body":
+                    self._arm("body", self.body_timeout)  # per chunk
         else:
+            self.waiting.pop(self, None)  # a request is being answered
             self._disarm()
 
     def _arm(self, kind: str, seconds: float) -> None:
@@ -139,9 +155,14 @@ class GuardedH11Protocol(H11Protocol):
             self._close()
         elif kind == "body" and theirs is h11.SEND_BODY:
             cycle = self.cycle
-            if self.flow.read_paused and cycle is not None and not cycle.response_complete:
-                # The application has not read what came (reading is paused): not the client's
-                # doing; look again later.
+            if (
+                cycle is not None
+                and not cycle.response_complete
+                and (self.flow.read_paused or cycle.waiting_for_100_continue)
+            ):
+                # The application has not read what came (reading is paused), or has not asked
+                # for the body that the client waits to be asked for (Expect: 100-continue): not
+                # the client's doing; look again later.
                 self._arm("body", self.body_timeout)
                 return
             log.info("%s: request body stalled for %.3g s; 408", self._peer(), self.body_timeout)
@@ -172,23 +193,43 @@ class GuardedH11Protocol(H11Protocol):
                     self.transport.write(output)
                 except h11.LocalProtocolError:
                     pass
-        self.transport.close()
+        self._shut()
 
     def _close(self) -> None:
         with contextlib.suppress(h11.LocalProtocolError):
             self.conn.send(h11.ConnectionClosed())
+        self._shut()
+
+    def _shut(self) -> None:
+        """Close the transport, and stop counting this connection at once (uvloop reports the
+        loss an iteration or more later; till then it would count against the cap)."""
         self.transport.close()
+        self.waiting.pop(self, None)
+        self.connections.discard(self)
+
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest for a request head; False if none."""
+        oldest = next(iter(self.waiting), None)
+        if oldest is None:
+            return False
+        del self.waiting[oldest]
+        self._warn("the longest-waiting connections without a request are closed")
+        oldest._disarm()
+        oldest._close()
+        return True
 
     def _refuse(self) -> None:
+        self._warn("every one is busy with a request, so new ones get 503")
+        self.transport.write(OVER_CAPACITY)
+        self._shut()
+
+    def _warn(self, what: str) -> None:
         now = time.monotonic()
         if now - GuardedH11Protocol._last_warned >= WARN_EVERY_S:
             GuardedH11Protocol._last_warned = now
             log.warning(
-                "over %d open connections (TRAINSERVE_MAX_CONNECTIONS): new ones get 503",
-                self.max_connections,
+                "%d connections open (TRAINSERVE_MAX_CONNECTIONS): %s", self.max_connections, what
             )
-        self.transport.write(OVER_CAPACITY)
-        self.transport.close()
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
@@ -203,6 +244,7 @@ def protocol_class(settings: Settings, max_connections: int) -> type[GuardedH11P
             "header_timeout": settings.header_timeout_seconds,
             "body_timeout": settings.body_timeout_seconds,
             "max_connections": max_connections,
+            "waiting": {},
         },
     )
 
@@ -240,8 +282,12 @@ def uvicorn_options(settings: Settings, max_connections: int) -> dict[str, Any]:
     return {
         "http": protocol_class(settings, max_connections),
         "timeout_keep_alive": settings.keep_alive_seconds,
-        "limit_concurrency": max_connections,
+        # uvicorn's own cap (503 to a request while this many connections or tasks are open):
+        # a backstop, one over the protocol's, which counts the new connection before it makes
+        # room for it.
+        "limit_concurrency": max_connections + 1,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+        "ws": "none",  # no WebSocket routes: an upgrade request is answered as plain HTTP
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     }
 

@@ -36,8 +36,8 @@ class Settings(BaseSettings):
     )
     max_parallel_uploads: int = Field(2, ge=1, le=64, description="uploads parsed at once")
     max_predict_samples: int = Field(1024, ge=1)
-    max_predict_work_bytes: int = Field(
-        1024**3, ge=1024, description="samples x the model's activation bytes per sample"
+    max_predict_work_bytes: int = Field(  # memory is bounded by chunks; this bounds the work
+        4 * 1024**3, ge=1024, description="samples x the model's activation bytes per sample"
     )
     predict_chunk_bytes: int = Field(
         64 * 1024**2, ge=1024, description="activation bytes of one forward (chunks of samples)"

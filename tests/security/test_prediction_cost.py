@@ -50,17 +50,19 @@ def sample_rows(n: int) -> list:
 
 
 def test_a_request_over_the_budget_is_refused_saying_how_many_fit(tmp_path, resnet):
-    app = create_app(settings_for(tmp_path))
+    settings = settings_for(tmp_path, max_predict_work_bytes=1024**3)
+    app = create_app(settings)
     per_sample = Predictor(resnet.model, resnet.card).bytes_per_sample
     with serve(app) as url, httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
         publish(app.state.services, "resnet", resnet)
         started = time.monotonic()
+        fits = settings.max_predict_work_bytes // per_sample
+        assert 100 < fits < 400  # resnet18: about 5.5 MiB of activations per 1x28x28 sample
         refused = client.post("/v1/models/resnet/predict", json={"inputs": sample_rows(1024)})
         assert refused.status_code == 422, refused.text
         assert time.monotonic() - started < 10
         detail = refused.json()["detail"]
         assert "TRAINSERVE_MAX_PREDICT_WORK_BYTES" in detail
-        fits = 1024**3 // per_sample
         assert f"send at most {fits} samples" in detail
         ok = client.post("/v1/models/resnet/predict", json={"inputs": sample_rows(fits)})
         assert ok.status_code == 200, ok.text
