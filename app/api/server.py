@@ -13,6 +13,9 @@ adds what is missing:
 - while a request body is awaited, each next chunk must come within `body_timeout_seconds`
   (otherwise 408 and the connection is closed); once the answer has been sent (a 401 or 413
   sent before the body was read), what is left of the body must come within that time in all;
+- an answer the client does not take in: when the write buffer stays full (writing paused) for
+  `body_timeout_seconds`, the connection is dropped (aborted: a close would wait for the
+  buffer to drain);
 - at most `max_connections` connections are open: when one more comes, the connection that
   has waited longest without sending a request (idle, half a head, kept alive) is closed to make
   room, so a client that sends its request at once is served however many idle sockets others
@@ -73,6 +76,7 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_kind: str | None = None  # "head", "body" or "rest" (after the answer)
+        self._send_deadline: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -90,8 +94,18 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._stop_send_deadline()
         self.waiting.pop(self, None)
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(self.body_timeout, self._send_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_send_deadline()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -169,6 +183,23 @@ class GuardedH11Protocol(H11Protocol):
             self._answer_408()
         else:
             self._watch(progress=False)
+
+    def _stop_send_deadline(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    def _send_stalled(self) -> None:
+        self._send_deadline = None
+        if self.transport.is_closing() or not self.flow.write_paused:
+            return
+        log.info("%s: answer not taken in for %.3g s; dropped", self._peer(), self.body_timeout)
+        if self.cycle is not None:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self.transport.abort()
+        self.waiting.pop(self, None)
+        self.connections.discard(self)
 
     def _answer_408(self) -> None:
         cycle = self.cycle

@@ -55,11 +55,14 @@ class Settings(BaseSettings):
         10.0, gt=0, description="a request head (line and headers) must arrive within this"
     )
     body_timeout_seconds: float = Field(
-        30.0, gt=0, description="longest wait for the next chunk of a request body (then 408)"
+        30.0,
+        gt=0,
+        description="longest wait for the next chunk of a request body (then 408), or for the "
+        "client to take in more of an answer (then the connection is dropped)",
     )
     keep_alive_seconds: float = Field(5.0, gt=0, description="an idle kept-alive connection")
     max_connections: int = Field(
-        512, ge=2, description="open connections at once; beyond it 503 (capped by open files)"
+        512, ge=2, description="open connections; idle ones make room, then 503 (open files cap it)"
     )
     max_streams_per_key: int = Field(
         20, ge=1, description="GET /v1/jobs/{id}/events streams open at once per API key"
