@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import types
 import typing
@@ -184,7 +183,7 @@ def _announce(settings) -> None:
         _echo(f"API key: in {key_file(settings)}")
 
 
-def api(_args: argparse.Namespace) -> int:
+def api(_args: argparse.Namespace, supervisor=None) -> int:
     from app.core.settings import get_settings
 
     settings = get_settings()
@@ -194,7 +193,9 @@ def api(_args: argparse.Namespace) -> int:
     from app.api.server import serve
 
     _announce(settings)
-    serve(create_app(settings), settings)  # uvicorn, with deadlines for slow clients
+    app = create_app(settings)
+    app.state.worker_supervisor = supervisor  # `serve`'s own worker, for /readyz
+    serve(app, settings)  # uvicorn, with deadlines for slow clients
     return 0
 
 
@@ -231,17 +232,20 @@ def serve(_args: argparse.Namespace) -> int:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _check_database(settings)  # migrates the embedded default once, before the worker starts
-    child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=os.environ.copy())
+    from app.core.supervisor import WorkerSupervisor
+
+    supervisor = WorkerSupervisor([sys.executable, "-m", "app.cli", "worker"], os.environ.copy())
+    supervisor.start()  # a worker that dies (out of memory, kill -9) is started again
     # uvicorn shuts down cleanly on SIGINT/SIGTERM, then re-raises the signal to the handler
     # that was installed before it: ours, which unwinds to the `finally` that stops the worker.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_stop)
     try:
-        api(_args)
+        api(_args, supervisor)
     except _Stop:
         pass
     finally:
-        _stop(child)
+        supervisor.stop()
     return 0
 
 
@@ -251,18 +255,6 @@ class _Stop(Exception):
 
 def _raise_stop(_signum, _frame) -> None:
     raise _Stop
-
-
-def _stop(child: subprocess.Popen, timeout: float = 30.0) -> None:
-    if child.poll() is not None:
-        return
-    child.send_signal(signal.SIGTERM)
-    try:
-        child.wait(timeout)
-    except subprocess.TimeoutExpired:
-        log.warning("worker did not stop within %.0f s; killing it", timeout)
-        child.kill()
-        child.wait()
 
 
 def _check_database(settings) -> None:

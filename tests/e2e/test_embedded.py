@@ -14,6 +14,7 @@ from tests.e2e.processes import TRAINSERVE, Process, free_port, wait_until
 pytestmark = pytest.mark.e2e
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+DONE = {"succeeded", "failed", "cancelled"}
 
 
 def walkthrough() -> str:
@@ -81,3 +82,42 @@ def test_sigterm_stops_api_and_worker(served):
     assert still.stdout.split() == [], "worker left running after serve stopped"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/healthz", timeout=2)
+
+
+def worker_pids(serve_pid: int) -> list[int]:
+    found = subprocess.run(
+        ["pgrep", "-P", str(serve_pid), "-f", "app.cli worker"], capture_output=True, text=True
+    )
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_a_killed_worker_is_started_again_and_readyz_says_so_meanwhile(served):
+    """As when the kernel kills the worker for memory: /readyz answers 503 naming the worker
+    until the supervisor has started another, which then trains."""
+    proc, url, cwd = served
+    (first,) = wait_until(lambda: worker_pids(proc.popen.pid), 30, "serve's worker")
+    os.kill(first, signal.SIGKILL)
+    refusal = wait_until(
+        lambda: (r := httpx.get(f"{url}/readyz", timeout=2)).status_code == 503 and r,
+        10,
+        "readyz to notice the dead worker",
+        interval=0.02,
+    )
+    assert "worker is not running" in refusal.json()["detail"]
+    wait_until(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, 30, "ready")
+    (second,) = worker_pids(proc.popen.pid)
+    assert second != first
+    key = (cwd / ".trainserve" / "api_key").read_text().strip()
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
+        job = {"model_name": "after", "architecture": "mlp", "dataset": "diabetes", "epochs": 2}
+        job_id = client.post("/v1/jobs", json=job).json()["id"]
+        status = wait_until(
+            lambda: (
+                client.get(f"/v1/jobs/{job_id}").json()["status"] in DONE
+                and client.get(f"/v1/jobs/{job_id}").json()["status"]
+            ),
+            120,
+            "the job on the new worker",
+        )
+    assert status == "succeeded", proc.output()[-3000:]
+    assert "the worker (pid" in proc.output() and "starting another" in proc.output()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from app.api.deps import ServicesDep
 from app.api.schemas import Health, Readiness, error_responses
@@ -42,14 +42,28 @@ def _check_broker(services: Services) -> str | None:
     return None
 
 
+def _check_worker(request: Request) -> str | None:
+    supervisor = getattr(request.app.state, "worker_supervisor", None)
+    if supervisor is None or supervisor.alive():
+        return None
+    return f"the worker is not running (restarted {supervisor.restarts} times so far)"
+
+
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses=error_responses(503, e503="the job store or the broker does not answer"),
+    responses=error_responses(
+        503,
+        e503="the job store or the broker does not answer (or, under `trainserve serve`, "
+        "its worker is not running)",
+    ),
 )
-def readyz(services: ServicesDep) -> Readiness:
-    """200 when the job store and the broker answer, else 503 naming which one does not."""
-    problems = [p for p in (_check_store(services), _check_broker(services)) if p]
+def readyz(services: ServicesDep, request: Request) -> Readiness:
+    """200 when the job store and the broker answer, else 503 naming which one does not.
+    Under `trainserve serve`, which runs its own worker, also 503 while that worker is down
+    (between its death and its restart); a separate API does not depend on workers."""
+    checks = (_check_store(services), _check_broker(services), _check_worker(request))
+    problems = [p for p in checks if p]
     if problems:
         raise Unavailable("not ready: " + "; ".join(problems))
     return Readiness(status="ready", store="ok", broker="ok")
