@@ -11,7 +11,7 @@ from models.catalogue import get_architecture
 from models.memory import estimate_training_memory
 
 PROBE = """
-import resource, sys, torch
+import sys, torch
 from models.catalogue import get_architecture
 from models.memory import estimate_training_memory
 torch.set_num_threads(1)
@@ -23,13 +23,16 @@ with torch.device("meta"):
 model = get_architecture(name).build(shape, 10, {})
 optimizer = torch.optim.Adam(model.parameters())
 x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def status(field):
+    line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) starts again from here
+before = status("VmRSS")
 for _ in range(2):
     optimizer.zero_grad()
     torch.nn.functional.cross_entropy(model(x), y).backward()
     optimizer.step()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(estimate.total, after - before)
+print(estimate.total, status("VmHWM") - before)
 """
 
 

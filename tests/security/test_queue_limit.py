@@ -16,22 +16,12 @@ import pytest
 from app.api.main import create_app
 from app.core.store import JobStore
 from tests.app.conftest import AUTH, make_settings
-from tests.e2e.processes import postgres_database
 from tests.security.server import serve
 
 CLIENTS = 30
 LIMIT = 3
 log = logging.getLogger(__name__)
 MINIMAL = {"model_name": "house", "architecture": "house_prices_mlp", "dataset": "boston_housing"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-        return
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture

@@ -20,20 +20,10 @@ from app.core import migrate
 from app.core.db import Base, make_engine, make_session_factory
 from app.core.migrate import DatabaseBehind
 from app.core.store import JobStore
-from tests.e2e.processes import TRAINSERVE, free_port, postgres_database
+from tests.e2e.processes import TRAINSERVE, free_port
 
 REQUEST = {"model_name": "m", "architecture": "mlp", "dataset": "diabetes", "epochs": 3}
 TABLES = {"jobs", "job_evaluations", "models", "model_versions", "datasets"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """The URL of an empty database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-        return
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture
