@@ -24,6 +24,12 @@ class Settings(BaseSettings):
         False, description="apply pending migrations at start-up (the embedded default always does)"
     )
     broker_url: str | None = Field(None, description="Celery broker; files in data_dir if unset")
+    broker_poll_seconds: float = Field(
+        0.02,
+        ge=0.005,
+        le=10,
+        description="the embedded file broker's poll interval: a job waits about half of it",
+    )
     api_keys: str = Field("", description="comma-separated accepted API keys")
     allow_downloads: bool = False
     log_level: str = "INFO"

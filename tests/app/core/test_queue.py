@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from kombu.transport.filesystem import Transport
+
 from app.core.queue import JobQueue
 from app.core.settings import Settings
 
@@ -12,6 +14,7 @@ def test_the_embedded_broker_writes_only_under_the_data_dir(tmp_path, monkeypatc
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # kombu's default control folder is ./control
+    Transport.global_state.clear()  # process-wide: bindings made by an earlier test's queue
     settings = Settings(data_dir=tmp_path / "data")
     settings.make_dirs()
     queue = JobQueue(settings)
