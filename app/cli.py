@@ -146,13 +146,24 @@ def training_request(args: argparse.Namespace):
 
 def train(args: argparse.Namespace) -> int:
     from models.callbacks import ProgressBar
-    from models.errors import CatalogueError, DataFormatError, DatasetUnavailableError
+    from models.errors import (
+        CatalogueError,
+        DataFormatError,
+        DatasetUnavailableError,
+        DivergedError,
+    )
     from models.training import run_training
 
     config = training_request(args)
     try:
         result = run_training(config, data_dir=args.data_dir, callbacks=[ProgressBar()])
-    except (CatalogueError, DataFormatError, DatasetUnavailableError, ValueError) as exc:
+    except (
+        CatalogueError,
+        DataFormatError,
+        DatasetUnavailableError,
+        DivergedError,
+        ValueError,
+    ) as exc:
         sys.stderr.write(f"trainserve train: {exc}\n")
         return 2
     metrics = result.final_metrics

@@ -5,6 +5,7 @@ all from one place (`Trainer._call`), once per fit, epoch or evaluation, never p
 Setting `trainer.should_stop = True` from a hook ends fit after the current epoch.
 
 `Checkpointing` writes training checkpoints in the format of models/checkpoints.py.
+`DivergenceGuard` ends fit with DivergedError at the first loss or metric that is not finite.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from models.checkpoints import checkpoint_paths, save_checkpoint
+from models.errors import DivergedError
 
 if TYPE_CHECKING:
     from models.trainer import Trainer
@@ -54,6 +56,35 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+
+
+def first_non_finite(values: dict[str, float]) -> tuple[str, float] | None:
+    """The first (name, value) of `values` that is NaN or infinite (`epoch` aside), else None."""
+    for name, value in values.items():
+        if name != "epoch" and isinstance(value, float) and not math.isfinite(value):
+            return name, value
+    return None
+
+
+def described(name: str) -> str:
+    return "the loss" if name == "train_loss" else name
+
+
+class DivergenceGuard(Callback):
+    """Raise DivergedError at the first non-finite training loss or evaluation value.
+
+    Put it first in the callback list: it then stops fit before later callbacks record the
+    evaluation or checkpoint the epoch. `run_training` does so for every run.
+    """
+
+    def on_evaluate(self, trainer: Trainer, row: dict[str, float]) -> None:
+        found = first_non_finite(row)  # train_loss comes first in a row
+        if found is not None:
+            raise DivergedError(int(row["epoch"]), described(found[0]), found[1])
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, train_loss: float) -> None:
+        if not math.isfinite(train_loss):
+            raise DivergedError(epoch, described("train_loss"), train_loss)
 
 
 class EarlyStopping(Callback):

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from models.callbacks import Callback, EarlyStopping
+from models.callbacks import Callback, DivergenceGuard, EarlyStopping, described, first_non_finite
 from models.catalogue import get_architecture, load_dataset
 from models.datasets import Dataset
+from models.errors import DivergedError
 from models.optim import default_loss, make_loss, make_optimizer, make_scheduler
 from models.params import build_config
 from models.preprocessing import Standardizer, train_test_split
@@ -43,6 +44,13 @@ class TrainingResult:
         return {k: v for k, v in self.history[-1].items() if k != "epoch"} if self.history else {}
 
 
+def _check_finite(history: list[dict[str, float]]) -> None:
+    """The final evaluation's values must all be finite (DivergenceGuard stops fit at the first
+    that is not; this is the last word on what would be published)."""
+    if history and (found := first_non_finite(history[-1])):
+        raise DivergedError(int(history[-1]["epoch"]), described(found[0]), found[1])
+
+
 def check_compatible(config: TrainingRequest, task: str, input_shape: tuple[int, ...]) -> str:
     """Check architecture, parameters, loss and optimizer against a dataset before any data is
     loaded; return the loss name."""
@@ -66,7 +74,9 @@ def run_training(
     callbacks: Sequence[Callback] = (),
     resume_from: Any = None,
 ) -> TrainingResult:
-    """Train `config` end to end. `dataset` overrides the registry (uploaded datasets)."""
+    """Train `config` end to end. `dataset` overrides the registry (uploaded datasets).
+
+    A run whose loss or a final metric is not finite raises DivergedError: no weights."""
     if dataset is None:
         dataset = load_dataset(
             config.dataset, config.dataset_params, data_dir=data_dir, allow_download=allow_download
@@ -87,7 +97,7 @@ def run_training(
         config.optimizer.name, model.parameters(), **config.optimizer.options()
     )
     scheduler = make_scheduler(config.lr_schedule, optimizer, epochs=config.epochs)
-    all_callbacks = list(callbacks)
+    all_callbacks = [DivergenceGuard(), *callbacks]  # first: stops before others record
     if config.early_stopping_patience:
         all_callbacks.append(EarlyStopping(patience=config.early_stopping_patience))
 
@@ -114,6 +124,7 @@ def run_training(
         batch_size=config.batch_size,
         resume_from=resume_from,
     )
+    _check_finite(history)
     card = ModelCard(
         architecture=arch.name,
         architecture_params=dataclasses.asdict(

@@ -16,14 +16,25 @@ from app.core.db import JobStatus
 from app.core.errors import LeaseLost, NoSpace, Unavailable
 from app.core.services import Services
 from models.callbacks import Checkpointing
-from models.errors import CatalogueError, DataFormatError, DatasetUnavailableError
+from models.errors import (
+    CatalogueError,
+    DataFormatError,
+    DatasetUnavailableError,
+    DivergedError,
+)
 from models.request import TrainingRequest
 from models.training import TrainingResult, run_training
 from workers.progress import Deadline, Heartbeat, Interrupted, JobTimeout, StoreProgress
 
 log = logging.getLogger(__name__)
 
-USER_ERRORS = (CatalogueError, DataFormatError, DatasetUnavailableError, Unavailable)
+USER_ERRORS = (
+    CatalogueError,
+    DataFormatError,
+    DatasetUnavailableError,
+    DivergedError,  # no version is published: the job fails with the epoch and the fix
+    Unavailable,
+)
 STORE_DOWN = (OperationalError, InterfaceError)  # after the store's own retries
 NO_SPACE = (
     "no space left on the artifact store ({what}): free space or grow the volume, then submit "

@@ -133,7 +133,51 @@ class VersionOut(BaseModel):
 
 
 class ModelDetail(ModelOut):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "house-prices",
+                    "latest_version": 2,
+                    "task": "regression",
+                    "architecture": "house_prices_mlp",
+                    "created_at": "2026-12-01T10:00:00Z",
+                    "aliases": {"production": 1, "staging": 2},
+                    "versions": [],
+                }
+            ]
+        }
+    )
+
+    aliases: dict[str, int] = Field(
+        default_factory=dict,
+        description="each alias of the model and the version it names; `production`, when "
+        "set, is what a prediction without `version` gets",
+    )
     versions: list[VersionOut]
+
+
+VERSION_MAX = 2**31 - 1  # version numbers are 32-bit integers in the store
+
+
+class AliasIn(RequestModel):
+    """The version an alias is to name (it must exist)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"version": 2}]})
+
+    version: int = Field(ge=1, le=VERSION_MAX, description="an existing version of the model")
+
+
+class AliasOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"model_name": "house-prices", "alias": "production", "version": 2}]
+        }
+    )
+
+    model_name: str
+    alias: str
+    version: int
 
 
 class PredictRequest(RequestModel):

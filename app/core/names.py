@@ -11,6 +11,11 @@ _SLUG = re.compile(SLUG_PATTERN)
 SHOWN_MAX = 80  # characters of a rejected name repeated in an error message
 
 
+# Aliases (`production`) are slugs that are not all digits: a version reference is a number or
+# an alias, never both.
+ALIAS_PATTERN = r"^(?!.*\.\.)(?![0-9]+$)[a-z0-9][a-z0-9._-]{0,63}$"
+
+
 def is_slug(name: object) -> bool:
     return isinstance(name, str) and bool(_SLUG.fullmatch(name)) and ".." not in name
 
@@ -29,5 +34,21 @@ def check_slug(name: str, what: str) -> str:
         raise ValueError(
             f"{what} {given} is not a valid name: use 1-64 characters of a-z, 0-9, '.', '_' "
             "and '-', starting with a letter or digit, with no '..'"
+        )
+    return name
+
+
+def is_alias(name: object) -> bool:
+    return is_slug(name) and not name.isdigit()
+
+
+def check_alias(name: str) -> str:
+    """An alias name, else ValueError saying what one is."""
+    if not is_alias(name):
+        given = shown(name) if isinstance(name, str) else type(name).__name__
+        raise ValueError(
+            f"alias {given} is not a valid alias: use 1-64 characters of a-z, 0-9, '.', '_' "
+            "and '-', starting with a letter or digit, with no '..', and not only digits (a "
+            "number is a version)"
         )
     return name

@@ -16,6 +16,8 @@ from datetime import UTC, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,14 +25,17 @@ from app.core.db import (
     Job,
     JobEvaluation,
     JobStatus,
+    ModelAlias,
     ModelVersion,
     RegisteredModel,
     UploadedDataset,
     utcnow,
 )
 from app.core.errors import Conflict, LeaseLost, NotFound, TooLarge
+from app.core.names import shown
 
 T = TypeVar("T")
+DEFAULT_ALIAS = "production"  # the version a prediction without `version` gets, when set
 log = logging.getLogger(__name__)
 
 
@@ -423,6 +428,100 @@ class JobStore:
                 return row
         known = ", ".join(str(v.version) for v in versions)
         raise NotFound(f"model '{name}' has no version {wanted}; versions: {known}")
+
+    # -- aliases: user-chosen names of versions (`production`) ----------------------------
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """The model's aliases and the version each names, by alias."""
+        stmt = (
+            select(ModelAlias.alias, ModelAlias.version)
+            .where(ModelAlias.model_name == name)
+            .order_by(ModelAlias.alias)
+        )
+        return self._run(lambda s: {alias: version for alias, version in s.execute(stmt)})
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point `alias` at `version` of model `name`: made, or moved from the version it named.
+
+        One upsert, so that concurrent calls leave the alias at one of their versions (the last
+        to commit). The version is checked in the same transaction, and a foreign key to it
+        makes an alias of a version that does not exist impossible whatever the caller."""
+
+        def apply(session: Session) -> None:
+            model = self._registered(session, name)
+            found = select(ModelVersion.version).where(
+                ModelVersion.model_name == name, ModelVersion.version == version
+            )
+            if session.scalar(found) is None:
+                raise NotFound(
+                    f"model '{name}' has no version {version}; its versions are 1 to "
+                    f"{model.latest_version}"
+                )
+            dialect = session.get_bind().dialect.name
+            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            upsert = insert(ModelAlias).values(model_name=name, alias=alias, version=version)
+            session.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[ModelAlias.model_name, ModelAlias.alias],
+                    set_={"version": version},
+                )
+            )
+
+        self._run(apply)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove the alias; NotFound naming the model's aliases when it has no such alias."""
+
+        def apply(session: Session) -> None:
+            self._registered(session, name)
+            stmt = delete(ModelAlias).where(
+                ModelAlias.model_name == name, ModelAlias.alias == alias
+            )
+            if session.execute(stmt).rowcount == 0:
+                raise NotFound(self._no_alias(session, name, alias))
+
+        self._run(apply)
+
+    def resolve_version(self, name: str, ref: int | str | None) -> ModelVersion:
+        """The version that `ref` names: a version number, an alias, or None: the version of
+        the alias DEFAULT_ALIAS (`production`) when the model has it, else the latest. Read in
+        one transaction, so an alias moved meanwhile gives its old or its new version."""
+
+        def read(session: Session) -> ModelVersion:
+            model = self._registered(session, name)
+            if isinstance(ref, int):
+                version = ref
+            else:
+                aliased = select(ModelAlias.version).where(
+                    ModelAlias.model_name == name, ModelAlias.alias == (ref or DEFAULT_ALIAS)
+                )
+                version = session.scalar(aliased)
+                if version is None and ref is not None:
+                    raise NotFound(self._no_alias(session, name, ref))
+                if version is None:
+                    version = model.latest_version
+            row = session.get(ModelVersion, (name, version))
+            if row is None:
+                raise NotFound(
+                    f"model '{name}' has no version {version}; its versions are 1 to "
+                    f"{model.latest_version}"
+                )
+            return row
+
+        return self._run(read)
+
+    @staticmethod
+    def _registered(session: Session, name: str) -> RegisteredModel:
+        model = session.get(RegisteredModel, name)
+        if model is None or model.latest_version == 0:
+            raise NotFound(f"model '{name}' does not exist")
+        return model
+
+    @staticmethod
+    def _no_alias(session: Session, name: str, alias: str) -> str:
+        stmt = select(ModelAlias.alias).where(ModelAlias.model_name == name)
+        known = ", ".join(sorted(session.scalars(stmt))) or "none"
+        return f"model '{name}' has no alias {shown(alias)}; its aliases: {known}"
 
     def mark_corrupt(self, name: str, version: int) -> None:
         stmt = (

@@ -85,3 +85,19 @@ def test_optimizer_settings_follow_the_optimizer(tmp_path):
     assert "Traceback" not in refused.stderr
     betas = run(*common, "--optimizer", "adamw", "--betas", "0.8,0.99", "--out", "w", cwd=tmp_path)
     assert betas.returncode == 0, betas.stderr
+
+
+def test_train_reports_a_diverged_run_and_writes_no_weights(tmp_path):
+    common = ["train", "--architecture", "house_prices_mlp", "--dataset", "boston_housing"]
+    result = run(
+        *common,
+        *("--optimizer", "sgd", "--lr", "10", "--epochs", "5", "--device", "cpu"),
+        *("--out", "house.safetensors"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert (
+        "trainserve train: diverged at epoch 1: the loss became infinite; lower lr or enable "
+        "grad_clip_norm" in result.stderr
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / "house.safetensors").exists()

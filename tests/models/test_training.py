@@ -68,3 +68,64 @@ def test_incompatible_requests_are_refused_before_training(config, message):
     task, shape = shapes[config.dataset]
     with pytest.raises(CatalogueError, match=message):
         check_compatible(config, task, shape)
+
+
+DIVERGING = {
+    "architecture": "house_prices_mlp",
+    "dataset": "boston_housing",
+    "optimizer": {"name": "sgd", "lr": 10},
+    "epochs": 20,
+    "eval_every": 5,
+    "device": "cpu",
+}
+
+
+def test_a_diverging_run_raises_at_the_first_non_finite_loss_and_stops_there():
+    """sgd at lr 10 on boston_housing: the loss is infinite after the first epoch. The run stops
+    there (no later epoch, no evaluation seen by the callbacks after the guard), naming the
+    epoch and the fix; no TrainingResult, so nothing can be published."""
+    from models.callbacks import Callback
+    from models.errors import DivergedError
+
+    class Seen(Callback):
+        def __init__(self):
+            self.epochs, self.rows = [], []
+
+        def on_epoch_end(self, trainer, epoch, train_loss):
+            self.epochs.append(epoch)
+
+        def on_evaluate(self, trainer, row):
+            self.rows.append(row)
+
+    seen = Seen()
+    with pytest.raises(DivergedError) as diverged:
+        run_training(TrainingRequest(**DIVERGING), callbacks=[seen])
+    assert str(diverged.value) == (
+        "diverged at epoch 1: the loss became infinite; lower lr or enable grad_clip_norm"
+    )
+    assert diverged.value.epoch == 1 and seen.epochs == [] and seen.rows == []
+
+
+def test_the_guard_names_a_non_finite_metric_and_nan():
+    from models.callbacks import DivergenceGuard
+    from models.errors import DivergedError
+
+    guard = DivergenceGuard()
+    guard.on_evaluate(None, {"epoch": 3, "train_loss": 0.5, "val_loss": 0.7})  # finite: passes
+    guard.on_epoch_end(None, 3, 0.5)
+    with pytest.raises(DivergedError, match="^diverged at epoch 7: the loss became NaN; lower lr"):
+        guard.on_epoch_end(None, 7, float("nan"))
+    with pytest.raises(DivergedError, match="^diverged at epoch 4: val_rmse became infinite;"):
+        guard.on_evaluate(None, {"epoch": 4, "train_loss": 0.5, "val_rmse": float("inf")})
+
+
+def test_a_non_finite_final_metric_is_refused_after_fit(monkeypatch):
+    """The last word before weights exist: even if fit returned a non-finite final row (no guard
+    ran on it), run_training raises instead of returning weights."""
+    from models import training
+    from models.errors import DivergedError
+
+    monkeypatch.setattr(training.DivergenceGuard, "on_evaluate", lambda *a: None)
+    monkeypatch.setattr(training.DivergenceGuard, "on_epoch_end", lambda *a: None)
+    with pytest.raises(DivergedError, match="^diverged at epoch 20: the loss became NaN"):
+        run_training(TrainingRequest(**DIVERGING))

@@ -52,6 +52,8 @@ SEMANTIC_REFUSALS = {
     ("POST", "/v1/jobs"): ["422"],  # catalogue: names, task, parameters, limits
     ("POST", "/v1/datasets"): ["400", "422"],  # the file's content
     ("POST", "/v1/models/{name}/predict"): ["422"],  # samples of the model's input shape
+    # Strict integers: 2.0 is an integer to JSON Schema, not to the API (as in POST /v1/jobs).
+    ("PUT", "/v1/models/{name}/aliases/{alias}"): ["422"],
 }
 POSITIVE_DEFAULT = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 
@@ -80,14 +82,21 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG)  # 
 
 
 def _seed() -> dict[str, str]:
-    """A published model version (and so a succeeded job, with its evaluation history)."""
+    """A published model version (and so a succeeded job, with its evaluation history), and
+    an alias of it."""
     services = APP.state.services
     result = run_training(
         TrainingRequest(architecture="house_prices_mlp", dataset="boston_housing", epochs=1)
     )
     publish(services, "house-prices", result)
+    services.store.set_alias("house-prices", "production", 1)
     succeeded = services.store.list_jobs(status="succeeded", model_name=None, limit=1, offset=0)
-    return {"job_id": succeeded[0][0].id, "name": "house-prices", "version": 1}
+    return {
+        "job_id": succeeded[0][0].id,
+        "name": "house-prices",
+        "version": 1,
+        "alias": "production",
+    }
 
 
 SEEDED = _seed()
@@ -95,7 +104,8 @@ SEEDED = _seed()
 
 def _add_examples(raw: dict) -> None:
     """The seeded ids as examples of the path parameters (in this test's copy of the document),
-    and a sample of the seeded model's input shape as an example of a prediction."""
+    a sample of the seeded model's input shape as an example of a prediction, and the seeded
+    version as the example of an alias's body."""
     for operations in raw["paths"].values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
@@ -105,6 +115,8 @@ def _add_examples(raw: dict) -> None:
                     parameter["example"] = SEEDED["version"]
     predict = raw["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]["content"]
     predict["application/json"]["example"] = {"inputs": [BOSTON_ROW, [0.5] * 13]}
+    alias = raw["paths"]["/v1/models/{name}/aliases/{alias}"]["put"]["requestBody"]["content"]
+    alias["application/json"]["example"] = {"version": SEEDED["version"]}
 
 
 _add_examples(schema.raw_schema)

@@ -128,3 +128,18 @@ def test_a_missing_upload_fails_the_job_naming_the_dataset_not_a_path(services):
     error = services.store.get_job(job.id).error
     assert "uploaded dataset 'mine' is missing" in error
     assert str(services.settings.data_dir) not in error
+
+
+def test_a_diverging_job_fails_and_publishes_no_version(services):
+    """sgd at lr 10: the loss is infinite after epoch 1. The job fails with the epoch and what
+    to change, no version of the model exists, and no NaN evaluation was recorded."""
+    diverging = {**BOSTON, "optimizer": {"name": "sgd", "lr": 10}, "epochs": 20}
+    job, _ = services.store.create_job(diverging)
+    assert run_job(job.id, services) == "failed"
+    ended = services.store.get_job(job.id)
+    assert ended.error == (
+        "diverged at epoch 1: the loss became infinite; lower lr or enable grad_clip_norm"
+    )
+    assert ended.model_version is None and services.store.list_models() == []
+    assert services.store.history(job.id) == []
+    assert not checkpoint_dir(services.settings, job.id).exists()

@@ -1,4 +1,9 @@
-"""Trained models: list, versions, predictions and weight downloads."""
+"""Trained models: list, versions, aliases, predictions and weight downloads.
+
+A version reference (`version` of predict and of a model's detail, `{version}` of the weights
+download) is a version number or an alias. Without one, predict uses the alias `production`
+when the model has it, else the latest version.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated, BinaryIO
 
 import anyio.to_thread
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from pydantic import Field
 
 from app.api import inference
 from app.api.deps import CacheDep, ServicesDep, StoreDep
 from app.api.schemas import (
+    VERSION_MAX,
+    AliasIn,
+    AliasOut,
     ModelDetail,
     ModelOut,
     PredictRequest,
@@ -22,8 +31,8 @@ from app.api.schemas import (
     VersionOut,
     error_responses,
 )
-from app.core.errors import NotFound
-from app.core.names import SLUG_PATTERN, is_slug, shown
+from app.core.errors import Invalid, NotFound
+from app.core.names import ALIAS_PATTERN, SLUG_PATTERN, is_alias, is_slug, shown
 from models.predictor import Abandoned
 
 log = logging.getLogger(__name__)
@@ -31,14 +40,29 @@ CLIENT_CLOSED = 499  # nginx's code for a request whose client went away
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-VERSION_MAX = 2**31 - 1
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
-Version = Annotated[int, Path(ge=1, le=VERSION_MAX, description="a version number")]
+# A version reference: a number, or an alias (a slug that is not only digits). Validation
+# accepts any string (the str branch); `version_ref` decides, with a message naming the value.
+VersionRef = (
+    Annotated[int, Field(ge=1, le=VERSION_MAX)]
+    | Annotated[str, Field(json_schema_extra={"pattern": ALIAS_PATTERN})]
+)
+VERSION_REF = "a version number, or an alias of the model (a slug that is not only digits)"
+Version = Annotated[VersionRef, Path(description=VERSION_REF)]
+Alias = Annotated[
+    str,
+    Path(
+        description="an alias: a slug that is not only digits (a number is a version)",
+        json_schema_extra={"pattern": ALIAS_PATTERN},
+    ),
+]
 Name = Annotated[
     str,
     Path(description="a model name (a slug)", json_schema_extra={"pattern": SLUG_PATTERN}),
 ]
-NOT_FOUND = error_responses(404, 503, e404="no such model or version")
+NOT_FOUND = error_responses(
+    404, 422, 503, e404="no such model, version or alias", e422="not a version number or alias"
+)
 UNAVAILABLE = (
     "the stored weights are missing, corrupt or not safetensors (or the job store is down)"
 )
@@ -51,6 +75,30 @@ def check_name(name: str) -> str:
     return name
 
 
+def version_ref(value: int | str | None) -> int | str | None:
+    """A version number (1 to VERSION_MAX) or an alias, from a path or query value; else 422."""
+    if value is None or isinstance(value, int) and 1 <= value <= VERSION_MAX:
+        return value
+    text = str(value)
+    if text.isascii() and text.isdigit():
+        if len(text) <= 10 and 1 <= int(text) <= VERSION_MAX:
+            return int(text)
+        raise Invalid(f"version {shown(text)} is out of range: versions are 1 to {VERSION_MAX}")
+    if is_alias(text):
+        return text
+    raise Invalid(f"version {shown(text)} is not a version number (1 to {VERSION_MAX}) or an alias")
+
+
+def check_alias(alias: str) -> str:
+    if not is_alias(alias):
+        raise Invalid(
+            f"alias {shown(alias)} is not a valid alias: use 1-64 characters of a-z, 0-9, '.', "
+            "'_' and '-', starting with a letter or digit, no '..', and not only digits (a "
+            "number is a version)"
+        )
+    return alias
+
+
 @router.get("", response_model=list[ModelOut], responses=error_responses(503))
 def list_models(store: StoreDep) -> list[ModelOut]:
     """Models with at least one version, by name."""
@@ -58,17 +106,64 @@ def list_models(store: StoreDep) -> list[ModelOut]:
 
 
 @router.get("/{name}", response_model=ModelDetail, responses=NOT_FOUND)
-def get_model(name: Name, store: StoreDep) -> ModelDetail:
-    """A model and its versions (metrics, input shape, task, classes)."""
+def get_model(
+    name: Name,
+    store: StoreDep,
+    version: Annotated[VersionRef | None, Query(description=VERSION_REF)] = None,
+) -> ModelDetail:
+    """A model, its aliases (`{alias: version}`) and its versions (metrics, input shape, task,
+    classes). With `version` (a number or an alias), `versions` holds only that version."""
+    ref = version_ref(version)
     model, versions = store.get_model(check_name(name))
+    if ref is not None:
+        versions = [store.resolve_version(name, ref)]
     return ModelDetail(
         name=model.name,
         latest_version=model.latest_version,
         task=model.task,
         architecture=model.architecture,
         created_at=model.created_at,
+        aliases=store.aliases(name),
         versions=[VersionOut.model_validate(v, from_attributes=True) for v in versions],
     )
+
+
+@router.put(
+    "/{name}/aliases/{alias}",
+    response_model=AliasOut,
+    responses=error_responses(
+        400,
+        404,
+        422,
+        503,
+        e404="no such model, or no such version of it",
+        e422='the alias is not a slug, or is only digits; or the body is not {"version": N}',
+    ),
+)
+def set_alias(
+    name: Name, alias: Alias, body: Annotated[AliasIn, Body()], store: StoreDep
+) -> AliasOut:
+    """Point an alias at an existing version: made, or moved from the version it named.
+
+    Aliases are slugs that are not only digits; `production` is what a prediction without
+    `version` gets. The version must exist (404 naming the model's versions)."""
+    store.set_alias(check_name(name), check_alias(alias), body.version)
+    return AliasOut(model_name=name, alias=alias, version=body.version)
+
+
+@router.delete(
+    "/{name}/aliases/{alias}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(
+        404, 422, 503, e404="no such model, or it has no such alias (the message lists them)"
+    ),
+)
+def delete_alias(name: Name, alias: Alias, store: StoreDep) -> Response:
+    """Remove an alias (its version stays). Without `production`, predictions without
+    `version` get the latest version."""
+    store.delete_alias(check_name(name), check_alias(alias))
+    return Response(status_code=204)
 
 
 @router.post(
@@ -81,9 +176,9 @@ def get_model(name: Name, store: StoreDep) -> ModelDetail:
         413,
         422,
         503,
-        e404="no such model or version",
-        e422="a sample has the wrong shape, NaN or infinity, or there are too many "
-        "(TRAINSERVE_MAX_PREDICT_SAMPLES)",
+        e404="no such model, version or alias",
+        e422="`version` is not a version number or alias; or a sample has the wrong shape, NaN "
+        "or infinity, or there are too many (TRAINSERVE_MAX_PREDICT_SAMPLES)",
         e503=UNAVAILABLE,
     ),
 )
@@ -93,14 +188,17 @@ async def predict(
     request: Request,
     services: ServicesDep,
     cache: CacheDep,
-    version: Annotated[int | None, Query(ge=1, le=VERSION_MAX)] = None,
+    version: Annotated[VersionRef | None, Query(description=VERSION_REF)] = None,
 ) -> PredictResponse:
-    """Predict raw samples; training's normalisation is applied. Default: the latest version.
+    """Predict raw samples; training's normalisation is applied. `version` is a version number
+    or an alias; without it, the version of the alias `production` when the model has one,
+    else the latest version. The response names the version that answered.
 
     For classification each prediction is a class index, with `probabilities` and `classes`.
     Beyond what the schema states, each sample must have the model's input shape (422).
     """
-    row = await run_in_threadpool(services.store.get_version, check_name(name), version)
+    ref = version_ref(version)
+    row = await run_in_threadpool(services.store.resolve_version, check_name(name), ref)
     limiter = request.app.state.inference_limiter
     try:
         out = await inference.predict(
@@ -121,12 +219,20 @@ async def predict(
             "and the preprocessing statistics in the metadata (key 'trainserve')",
             "content": {"application/octet-stream": {"schema": {"type": "string"}}},
         },
-        **error_responses(404, 422, 503, e404="no such model or version", e503=UNAVAILABLE),
+        **error_responses(
+            404,
+            422,
+            503,
+            e404="no such model, version or alias",
+            e422="not a version number or alias",
+            e503=UNAVAILABLE,
+        ),
     },
 )
 def download_weights(name: Name, version: Version, services: ServicesDep) -> StreamingResponse:
-    """Download one version's `.safetensors` file."""
-    row = services.store.get_version(check_name(name), version)
+    """Download one version's `.safetensors` file; `{version}` is a number or an alias."""
+    ref = version_ref(version)
+    row = services.store.resolve_version(check_name(name), ref)
     handle = inference.open_verified_weights(services, row)
     size = handle.seek(0, io.SEEK_END)
     handle.seek(0)
@@ -134,7 +240,7 @@ def download_weights(name: Name, version: Version, services: ServicesDep) -> Str
         _chunks(handle),
         media_type="application/octet-stream",
         headers={
-            "Content-Disposition": f'attachment; filename="{name}-v{version}.safetensors"',
+            "Content-Disposition": f'attachment; filename="{name}-v{row.version}.safetensors"',
             "Content-Length": str(size),
             "ETag": f'"{row.sha256}"',
         },

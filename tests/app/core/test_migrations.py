@@ -23,7 +23,7 @@ from app.core.store import JobStore
 from tests.e2e.processes import TRAINSERVE, free_port
 
 REQUEST = {"model_name": "m", "architecture": "mlp", "dataset": "diabetes", "epochs": 3}
-TABLES = {"jobs", "job_evaluations", "models", "model_versions", "datasets"}
+TABLES = {"jobs", "job_evaluations", "models", "model_versions", "datasets", "model_aliases"}
 
 
 @pytest.fixture
@@ -50,11 +50,15 @@ def test_an_empty_database_upgrades_to_head_and_the_store_works(engine):
 
 
 def test_a_database_from_create_all_is_stamped_and_keeps_its_rows(engine):
-    Base.metadata.create_all(engine)
+    """What create_all built before migrations existed: the tables of revision 0001; stamped
+    at 0001, then the later revisions add theirs."""
+    legacy = [Base.metadata.tables[name] for name in migrate.LEGACY_TABLES]
+    Base.metadata.create_all(engine, tables=legacy)
     job, _ = JobStore(make_session_factory(engine)).create_job(REQUEST)
     migrate.upgrade(engine)
     assert migrate.current_revision(engine) == migrate.head_revision()
     assert JobStore(make_session_factory(engine)).get_job(job.id).model_name == "m"
+    assert tables(engine) == TABLES
 
 
 def test_a_database_with_only_some_of_the_tables_is_not_touched(engine):
@@ -81,6 +85,8 @@ def test_downgrade_one_step_and_upgrade_again(engine):
     assert migrate.current_revision(engine) == previous
     if previous is None:
         assert tables(engine) == set()
+    if previous == migrate.LEGACY_REVISION:  # 0002 added model_aliases, and only that
+        assert tables(engine) == set(migrate.LEGACY_TABLES)
     migrate.upgrade(engine)
     assert migrate.current_revision(engine) == head
     assert tables(engine) == TABLES
