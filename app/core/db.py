@@ -3,6 +3,8 @@ by URL. The schema changes only through migrations (app/core/migrations)."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -157,11 +159,25 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+SQLITE_BUSY_S = 30.0
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """WAL (readers never wait for the writer), foreign keys, and a busy timeout. Switching to
+    WAL needs the database to itself and is not covered by the busy timeout: it is done only
+    when the file is not in WAL yet (once per database), retried while another process holds
+    a lock (a migration in progress, say)."""
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_S * 1000)}")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    deadline = time.monotonic() + SQLITE_BUSY_S
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     cursor.close()
 
 

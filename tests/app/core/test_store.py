@@ -157,3 +157,26 @@ def test_stale_running_jobs_are_found(store):
     store.claim(job.id, "w")
     assert store.stale_running(timedelta(seconds=60)) == []
     assert [j.id for j in store.stale_running(timedelta(seconds=-1))] == [job.id]
+
+
+def test_aliases_are_set_moved_resolved_and_deleted(store):
+    """On both databases: the upsert that moves an alias, and `production` as the default."""
+    for _ in range(3):
+        job, _ = store.create_job(REQUEST)
+        lease = store.claim(job.id, "w")
+        store.publish_version(job.id, lease, VERSION_FIELDS, lambda v: ("0" * 64, 1))
+    assert store.resolve_version("m", None).version == 3  # no production alias: the latest
+    store.set_alias("m", "production", 1)
+    store.set_alias("m", "staging", 2)
+    assert store.aliases("m") == {"production": 1, "staging": 2}
+    assert store.resolve_version("m", None).version == 1
+    store.set_alias("m", "production", 2)  # moved, not added
+    assert store.aliases("m") == {"production": 2, "staging": 2}
+    assert store.resolve_version("m", "staging").version == 2
+    assert store.resolve_version("m", 3).version == 3
+    with pytest.raises(NotFound):
+        store.set_alias("m", "production", 9)
+    store.delete_alias("m", "production")
+    assert store.resolve_version("m", None).version == 3
+    with pytest.raises(NotFound, match="staging"):
+        store.resolve_version("m", "production")
