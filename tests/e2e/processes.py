@@ -203,6 +203,30 @@ class Service:
         return "\n".join(f"--- {p.log.name}\n{p.output()[-4000:]}" for p in self.processes)
 
 
+@contextmanager
+def embedded_serve(cwd: Path):
+    """`trainserve serve` on its embedded defaults, run from `cwd` (its data dir is
+    `cwd/.trainserve`), until the block ends; yields (process, URL) once it is ready."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
+    env["TRAINSERVE_PORT"] = str(port)
+    proc = Process([TRAINSERVE, "serve"], env, cwd / "serve.log", cwd=cwd)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.alive(), proc.output()
+        try:
+            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, 60, "trainserve serve to be ready")
+        yield proc, url
+    finally:
+        proc.stop()
+
+
 def wait_for_job(client: httpx.Client, job_id: str, statuses: set[str], timeout: float = 120):
     def status():
         job = client.get(f"/v1/jobs/{job_id}").json()

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.processes import TRAINSERVE, Process, free_port, wait_until
+from tests.e2e.processes import embedded_serve, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -26,24 +26,8 @@ def walkthrough() -> str:
 
 @pytest.fixture
 def served(tmp_path):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
-    env["TRAINSERVE_PORT"] = str(port)
-    proc = Process([TRAINSERVE, "serve"], env, tmp_path / "serve.log", cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready():
-        assert proc.alive(), proc.output()
-        try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(ready, 60, "trainserve serve to be ready")
+    with embedded_serve(tmp_path) as (proc, url):
         yield proc, url, tmp_path
-    finally:
-        proc.stop()
 
 
 def test_readme_walkthrough_runs_verbatim_against_serve(served):

@@ -8,10 +8,9 @@ import re
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.processes import TRAINSERVE, VENV_BIN, Process, free_port, wait_until
+from tests.e2e.processes import VENV_BIN, embedded_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -36,24 +35,8 @@ def setup_block() -> str:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("recipes")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
-    env["TRAINSERVE_PORT"] = str(port)
-    proc = Process([TRAINSERVE, "serve"], env, cwd / "serve.log", cwd=cwd)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready():
-        assert proc.alive(), proc.output()
-        try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(ready, 60, "trainserve serve to be ready")
+    with embedded_serve(cwd) as (proc, url):
         yield proc, url, cwd
-    finally:
-        proc.stop()
 
 
 def run_recipe(name: str, served) -> str:
