@@ -26,7 +26,6 @@ from models.catalogue import (
 )
 from models.errors import CatalogueError, DatasetUnavailableError
 from models.memory import estimate_training_memory
-from models.request import TrainingRequest
 from models.training import check_compatible
 
 
@@ -97,7 +96,7 @@ def validate_job(request: JobRequest, services: Services) -> dict[str, Any]:
         services, request.dataset, request.dataset_params
     )
     data = request.model_dump(mode="json")
-    data["loss"] = check_compatible(TrainingRequest.from_stored(data), task, input_shape)
+    data["loss"] = check_compatible(request, task, input_shape)  # a JobRequest is one
     with torch.device("meta"):  # the size guard of Architecture.build, without memory
         module = get_architecture(request.architecture).build(
             input_shape, output_size, request.architecture_params

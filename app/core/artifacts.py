@@ -22,7 +22,6 @@ from app.core.names import check_slug
 from models.files import sha256_hex, write_atomically
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
-JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -66,12 +65,6 @@ def dataset_key(sha256: str) -> str:
 def legacy_dataset_key(name: str) -> str:
     """Where datasets were kept by name before they were kept by content."""
     return f"datasets/{check_slug(name, 'dataset name')}.npz"
-
-
-def checkpoints_prefix(job_id: str) -> str:
-    if not JOB_ID.fullmatch(job_id):
-        raise ValueError(f"not a job id: {job_id!r}")
-    return f"checkpoints/{job_id}/"
 
 
 def check_key(key: str) -> str:
