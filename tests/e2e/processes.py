@@ -88,14 +88,16 @@ class Process:
 
 @contextmanager
 def redis_server(tmp: Path):
-    """The machine's Redis on 127.0.0.1:6379 (a database of its own), else one we start."""
+    """The machine's Redis on 127.0.0.1:6379 (database 13, or TRAINSERVE_TEST_REDIS_DB), else
+    one we start."""
     if answers("127.0.0.1", 6379):
         import redis
 
-        client = redis.Redis(port=6379, db=13)
+        db = int(os.environ.get("TRAINSERVE_TEST_REDIS_DB", "13"))  # parallel checkouts differ
+        client = redis.Redis(port=6379, db=db)
         client.flushdb()
         try:
-            yield "redis://127.0.0.1:6379/13"
+            yield f"redis://127.0.0.1:6379/{db}"
         finally:
             client.flushdb()
         return
