@@ -16,7 +16,7 @@ import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -31,19 +31,30 @@ _CHECKPOINT_NAME = re.compile(r"epoch-(\d+)\.ckpt")
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """torch.save `state` to `path` atomically (models/files.py)."""
+    return write_atomically(path, checkpoint_bytes(state))
+
+
+def checkpoint_bytes(state: dict[str, Any]) -> bytes:
+    """The bytes of a checkpoint of `state` (what `save_checkpoint` writes)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    return write_atomically(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def checkpoint_from_bytes(data: bytes, where: str) -> dict[str, Any]:
+    """`load_checkpoint` of bytes read from elsewhere (an object store); `where` names them."""
+    return load_checkpoint(io.BytesIO(data), where)
+
+
+def load_checkpoint(path: str | os.PathLike | BinaryIO, where: str | None = None) -> dict[str, Any]:
     """Read a checkpoint onto the CPU without unpickling objects; CheckpointError if unusable."""
+    where = where or str(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {where}: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a trainserve trainer checkpoint")
+        raise CheckpointError(f"{where} is not a trainserve trainer checkpoint")
     return state
 
 

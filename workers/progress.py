@@ -6,9 +6,12 @@ import logging
 import threading
 import time
 
+from app.core.checkpoints import store_checkpoint
 from app.core.errors import LeaseLost
+from app.core.services import Services
 from app.core.store import JobStore
 from models.callbacks import Callback, Checkpointing
+from models.checkpoints import checkpoint_bytes
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +23,27 @@ shutdown_requested = threading.Event()
 
 class Interrupted(Exception):
     """The worker is shutting down; the job's latest state is in its checkpoint."""
+
+
+class StoreCheckpointing(Checkpointing):
+    """Checkpoints into the artifact store, recorded with their sha256 in the job store
+    (app/core/checkpoints.py), so that a worker on any host can resume the job."""
+
+    def __init__(self, services: Services, job_id: str, lease: int, every: int = 1) -> None:
+        super().__init__(services.settings.checkpoints_dir / job_id, every=every, keep=2)
+        self.services, self.job_id, self.lease = services, job_id, lease
+
+    def save(self, trainer) -> str:
+        key = store_checkpoint(
+            self.services,
+            self.job_id,
+            self.lease,
+            trainer.epoch,
+            checkpoint_bytes(trainer.state_dict()),
+            keep=self.keep,
+        )
+        self._saved = (trainer.epoch, len(trainer.history))
+        return key
 
 
 class StoreProgress(Callback):

@@ -9,13 +9,13 @@ import socket
 import torch
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.core.artifacts import weights_key
-from app.core.cleanup import checkpoint_dir, remove_checkpoints
+from app.core.artifacts import StoreUnavailable, weights_key
+from app.core.checkpoints import load_latest_checkpoint
+from app.core.cleanup import remove_checkpoints
 from app.core.datasets import load_upload
 from app.core.db import JobStatus
 from app.core.errors import LeaseLost, NoSpace, Unavailable
 from app.core.services import Services
-from models.callbacks import Checkpointing
 from models.errors import (
     CatalogueError,
     DataFormatError,
@@ -24,7 +24,14 @@ from models.errors import (
 )
 from models.request import TrainingRequest
 from models.training import TrainingResult, run_training
-from workers.progress import Deadline, Heartbeat, Interrupted, JobTimeout, StoreProgress
+from workers.progress import (
+    Deadline,
+    Heartbeat,
+    Interrupted,
+    JobTimeout,
+    StoreCheckpointing,
+    StoreProgress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,8 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
     except STORE_DOWN as exc:
         log.error("job %s: the job store is unavailable (%s); the reaper re-sends it", job_id, exc)
         return "store-unavailable"
+    except StoreUnavailable as exc:
+        return _wait_for_artifacts(services, job_id, lease, exc)
 
 
 def _run_claimed(job_id: str, lease: int, services: Services) -> str:
@@ -76,8 +85,7 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
     if deadline.remaining() <= 0:
         return _fail(services, job_id, lease, deadline.message(job.epoch))
     config = TrainingRequest.from_stored(job.request)
-    checkpoints = checkpoint_dir(settings, job_id)
-    checkpointing = Checkpointing(checkpoints, every=settings.checkpoint_every, keep=2)
+    checkpointing = StoreCheckpointing(services, job_id, lease, every=settings.checkpoint_every)
     progress = StoreProgress(store, job_id, lease, checkpointing)
     try:
         with Heartbeat(store, job_id, lease, settings.heartbeat_seconds):
@@ -87,7 +95,7 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
                 allow_download=settings.allow_downloads,
                 dataset=_uploaded_dataset(services, config.dataset),
                 callbacks=[checkpointing, progress, deadline],
-                resume_from=checkpoints if checkpoints.is_dir() else None,
+                resume_from=load_latest_checkpoint(services, job_id),
             )
     except Interrupted:
         status = store.requeue(job_id, lease)
@@ -99,8 +107,12 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
             return "requeued"
         log.info("job %s: worker shutting down; the job is now %s", job_id, status)
         if status == JobStatus.cancelled:
-            remove_checkpoints(settings, job_id)
+            remove_checkpoints(services, job_id)
         return str(status)
+    except StoreUnavailable:
+        raise  # infrastructure: the job waits (run_job), it does not fail
+    except NoSpace:
+        return _fail(services, job_id, lease, NO_SPACE.format(what="training checkpoints"))
     except (JobTimeout, *USER_ERRORS) as exc:
         return _fail(services, job_id, lease, str(exc))
     except torch.cuda.OutOfMemoryError:
@@ -129,7 +141,7 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
             "job %s: published %s v%d %s", job_id, job.model_name, version, result.final_metrics
         )
         status = JobStatus.succeeded
-    remove_checkpoints(settings, job_id)
+    remove_checkpoints(services, job_id)
     return status
 
 
@@ -161,5 +173,18 @@ def publish_result(
 
 def _fail(services: Services, job_id: str, lease: int, error: str) -> str:
     services.store.finish(job_id, lease, JobStatus.failed, error=error)
-    remove_checkpoints(services.settings, job_id)
+    remove_checkpoints(services, job_id)
     return JobStatus.failed
+
+
+def _wait_for_artifacts(services: Services, job_id: str, lease: int, exc: StoreUnavailable) -> str:
+    """The artifact store stayed down past the worker's retries: the job goes back to the
+    queue with a note saying so (its checkpoints stay where they are), and the reaper sends
+    it again later; it resumes from its newest checkpoint once the store answers."""
+    note = (
+        f"waiting for the artifact store: {exc.detail}. The job is queued again and resumes "
+        "from its last checkpoint once the store answers"
+    )
+    log.error("job %s: %s", job_id, note)
+    status = services.store.requeue(job_id, lease, note=note)
+    return "artifacts-unavailable" if status == JobStatus.queued else str(status)

@@ -21,6 +21,7 @@ def worker_services() -> Services:
     settings = get_settings()
     services = build_services(settings)
     services.store.retry_seconds = settings.worker_db_retry_seconds  # outlast a restart
+    services.artifacts.retry_seconds = settings.worker_artifacts_retry_seconds
     return services
 
 

@@ -273,3 +273,4 @@ class Readiness(BaseModel):
     status: str
     store: str
     broker: str
+    artifacts: str = Field("ok", description="the artifact store (weights, datasets, checkpoints)")

@@ -8,6 +8,10 @@ integer versions, job ids and sha256 digests, and checked to stay inside the roo
     weights/{model}/v{version}.safetensors     the published weights of one model version
     datasets/{sha256}.npz                      an uploaded dataset, by the hash of its content
     checkpoints/{job_id}/epoch-{NNNNNN}.ckpt   a running job's training checkpoints
+
+`S3ArtifactStore` (app/core/s3.py) keeps the same keys in an S3-compatible bucket, for workers
+on other hosts; `open_artifact_store` (app/core/services.py) picks one from
+TRAINSERVE_ARTIFACTS_URL.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import re
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from app.core.errors import NoSpace
+from app.core.errors import NoSpace, Unavailable
 from app.core.names import check_slug
 from models.files import sha256_hex, write_atomically
 
@@ -29,7 +33,15 @@ class ArtifactMissing(FileNotFoundError):
     """No object under the key."""
 
 
+class StoreUnavailable(Unavailable):
+    """The artifact store does not answer (after retries), or refuses our credentials. Its
+    message names the store (never a credential); a caller may retry later."""
+
+
 class ArtifactStore(Protocol):
+    name: str  # what the store is, for messages: a path or s3://bucket/prefix, no credentials
+    retry_seconds: float  # how long transient errors are retried before StoreUnavailable
+
     def put(self, key: str, data: bytes) -> str:
         """Store `data` atomically under `key`; returns its sha256 (hex)."""
 
@@ -48,6 +60,12 @@ class ArtifactStore(Protocol):
     def list(self, prefix: str) -> list[str]:
         """Keys that start with `prefix`, sorted."""
 
+    def where(self, key: str) -> str:
+        """Where the object of `key` is, for logs: a path or an s3:// URL."""
+
+    def check(self) -> None:
+        """Raise StoreUnavailable unless the store answers (readiness)."""
+
 
 def weights_key(model_name: str, version: int) -> str:
     check_slug(model_name, "model name")
@@ -60,6 +78,15 @@ def dataset_key(sha256: str) -> str:
     if not SHA256.fullmatch(sha256):
         raise ValueError(f"not a sha256 digest: {sha256!r}")
     return f"datasets/{sha256}.npz"
+
+
+def checkpoint_key(job_id: str, epoch: int) -> str:
+    return f"{checkpoints_prefix(job_id)}epoch-{int(epoch):06d}.ckpt"
+
+
+def checkpoints_prefix(job_id: str) -> str:
+    """The keys of one job's checkpoints start with this."""
+    return f"checkpoints/{check_key(job_id)}/"
 
 
 def legacy_dataset_key(name: str) -> str:
@@ -79,8 +106,18 @@ def check_key(key: str) -> str:
 class LocalArtifactStore:
     """Objects as files under `root` (the data dir); puts are atomic renames."""
 
+    retry_seconds = 0.0  # a local disk does not come back by waiting
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
+        self.name = str(self.root)
+
+    def where(self, key: str) -> str:
+        return str(self.path(key))
+
+    def check(self) -> None:
+        if not self.root.is_dir():
+            raise StoreUnavailable(f"the artifact store {self.name} is not a directory")
 
     def path(self, key: str) -> Path:
         path = (self.root / check_key(key)).resolve()
@@ -116,7 +153,16 @@ class LocalArtifactStore:
         return self.path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        """Remove the file, and folders it leaves empty (below the top-level ones)."""
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        folder = path.parent
+        while folder.parent != self.root and folder != self.root:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): stop here
+                break
+            folder = folder.parent
 
     def list(self, prefix: str) -> list[str]:
         folder, _, start = prefix.rpartition("/")

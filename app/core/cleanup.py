@@ -14,6 +14,8 @@ import shutil
 import time
 from pathlib import Path
 
+from app.core.artifacts import StoreUnavailable
+from app.core.checkpoints import delete_checkpoints
 from app.core.db import TERMINAL
 from app.core.services import Services
 from app.core.settings import Settings
@@ -29,21 +31,28 @@ def checkpoint_dir(settings: Settings, job_id: str) -> Path:
     return settings.checkpoints_dir / job_id
 
 
-def remove_checkpoints(settings: Settings, job_id: str) -> None:
-    shutil.rmtree(checkpoint_dir(settings, job_id), ignore_errors=True)
+def remove_checkpoints(services: Services, job_id: str) -> None:
+    """A job's checkpoints in the artifact store (and their rows), and its local folder."""
+    delete_checkpoints(services, job_id)
+    shutil.rmtree(checkpoint_dir(services.settings, job_id), ignore_errors=True)
 
 
 def sweep(services: Services, temp_max_age_s: float = TEMP_MAX_AGE_S) -> dict[str, int]:
-    """Remove checkpoint folders of ended or unknown jobs, and stale temporary files."""
+    """Remove the checkpoints of ended or unknown jobs (in the artifact store, and folders in
+    the data dir), and stale temporary files."""
     settings = services.settings
     removed = {"checkpoint_folders": 0, "temp_files": 0}
     root = settings.checkpoints_dir
-    folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-    if folders:
-        statuses = services.store.statuses([p.name for p in folders])
-        for folder in folders:
-            if statuses.get(folder.name) in (None, *TERMINAL):
-                shutil.rmtree(folder, ignore_errors=True)
+    jobs = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+    try:
+        jobs |= {key.split("/")[1] for key in services.artifacts.list("checkpoints/")}
+    except StoreUnavailable as exc:
+        log.warning("sweep: %s", exc)
+    if jobs:
+        statuses = services.store.statuses(sorted(jobs))
+        for job_id in sorted(jobs):
+            if statuses.get(job_id) in (None, *TERMINAL):
+                remove_checkpoints(services, job_id)
                 removed["checkpoint_folders"] += 1
     cutoff = time.time() - temp_max_age_s
     for directory in (settings.weights_dir, settings.uploads_dir, root):

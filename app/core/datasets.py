@@ -45,14 +45,12 @@ def save_upload(services: Services, name: str, dataset: Dataset) -> UploadedData
 
 
 def load_upload(services: Services, row: UploadedDataset) -> Dataset:
-    """The dataset of `row`, its bytes checked against the row's sha256."""
-    data = None
-    for key in (dataset_key(row.sha256), legacy_dataset_key(row.name)):
-        try:
-            data = services.artifacts.get(key)
-            break
-        except ArtifactMissing:
-            continue
+    """The dataset of `row`, its bytes checked against the row's sha256 (through the worker's
+    cache when the store is remote; StoreUnavailable when it does not answer)."""
+    if services.cache is not None:
+        data = services.cache.get(row.sha256, lambda: _read_upload(services, row))
+    else:
+        data = _read_upload(services, row)
     if data is None:
         raise Unavailable(f"the file of uploaded dataset '{row.name}' is missing; upload it again")
     if sha256_hex(data) != row.sha256:
@@ -62,3 +60,12 @@ def load_upload(services: Services, row: UploadedDataset) -> Dataset:
             "upload it again under a new name"
         )
     return parse_npz(data, max_bytes=services.settings.max_dataset_bytes)
+
+
+def _read_upload(services: Services, row: UploadedDataset) -> bytes | None:
+    for key in (dataset_key(row.sha256), legacy_dataset_key(row.name)):
+        try:
+            return services.artifacts.get(key)
+        except ArtifactMissing:
+            continue
+    return None

@@ -87,6 +87,19 @@ class JobEvaluation(Base):
     values: Mapped[dict[str, Any]]
 
 
+class JobCheckpoint(Base):
+    """One training checkpoint of a running job, in the artifact store under
+    `checkpoint_key(job_id, epoch)`; its sha256 is checked before a resume uses it."""
+
+    __tablename__ = "job_checkpoints"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class RegisteredModel(Base):
     """A name in the model registry; its versions are ModelVersion rows."""
 

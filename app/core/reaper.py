@@ -67,7 +67,7 @@ class Reaper:
             status = store.reap(job, timeout, settings.max_attempts)
             log.warning("job %s: worker %s stopped beating; now %s", job.id, job.worker, status)
             if status in (JobStatus.failed, JobStatus.cancelled):
-                remove_checkpoints(settings, job.id)
+                remove_checkpoints(self.services, job.id)
             if status == JobStatus.queued:
                 self.services.enqueue(job.id)
                 requeued += 1

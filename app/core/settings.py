@@ -32,6 +32,27 @@ class Settings(BaseSettings):
     )
     api_keys: str = Field("", description="comma-separated accepted API keys")
     allow_downloads: bool = False
+
+    # The artifact store: weights, uploaded datasets, training checkpoints (app/core/artifacts.py).
+    artifacts_url: str | None = Field(
+        None,
+        description="file:///path or s3://bucket/prefix; the data dir if unset. S3 credentials "
+        "come from the standard AWS chain (env, profile, instance role), never from here",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="an S3-compatible server that is not AWS (MinIO, Ceph RGW, R2)",
+        repr=False,  # it may carry a userinfo
+    )
+    artifacts_retry_seconds: float = Field(
+        2.0, ge=0, description="how long the API retries a store that does not answer"
+    )
+    worker_artifacts_retry_seconds: float = Field(
+        300.0, ge=0, description="how long a worker retries it before the job waits in the queue"
+    )
+    artifact_cache_bytes: int = Field(
+        2 * 1024**3, ge=0, description="a worker's local cache of downloaded datasets (by sha256)"
+    )
     log_level: str = "INFO"
 
     # Limits: a request over one gets a 413 or 422 naming it.
@@ -99,6 +120,20 @@ class Settings(BaseSettings):
         description="touched every few seconds by a live worker; its health check reads it",
     )
 
+    @field_validator("artifacts_url")
+    @classmethod
+    def _artifacts_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        scheme, _, rest = value.partition("://")
+        if scheme == "file" and rest.startswith("/"):
+            return value
+        if scheme == "s3" and rest.split("/", 1)[0]:
+            return value
+        raise ValueError(
+            "TRAINSERVE_ARTIFACTS_URL must be file:///absolute/path or s3://bucket/prefix"
+        )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -163,6 +198,11 @@ class Settings(BaseSettings):
     @property
     def checkpoints_dir(self) -> Path:
         return self.data_dir / "checkpoints"
+
+    @property
+    def cache_dir(self) -> Path:
+        """A worker's cache of objects downloaded from a remote artifact store."""
+        return self.data_dir / "cache"
 
 
 @lru_cache

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import (
     Job,
+    JobCheckpoint,
     JobEvaluation,
     JobStatus,
     ModelAlias,
@@ -218,6 +219,7 @@ class JobStore:
                 started_at=func.coalesce(Job.started_at, now),
                 attempts=Job.attempts + 1,
                 lease=Job.lease + 1,
+                error=None,  # a note left while it waited (runner: the artifact store down)
             )
         )
 
@@ -268,14 +270,15 @@ class JobStore:
         stmt = self._fenced(job_id, lease).values(status=status, error=error, finished_at=utcnow())
         self._run(lambda s: s.execute(stmt))
 
-    def requeue(self, job_id: str, lease: int) -> str | None:
-        """Give a running job back to the queue (worker shutting down); one whose cancel was
-        asked ends `cancelled` instead. Returns the new status (None: the lease was lost)."""
+    def requeue(self, job_id: str, lease: int, note: str | None = None) -> str | None:
+        """Give a running job back to the queue (worker shutting down, a store down); one whose
+        cancel was asked ends `cancelled` instead. `note` is shown as its error meanwhile.
+        Returns the new status (None: the lease was lost)."""
         fenced = self._fenced(job_id, lease)
         cancelled = fenced.where(Job.cancel_requested.is_(True)).values(
             status=JobStatus.cancelled, finished_at=utcnow(), worker=None
         )
-        queued = fenced.values(status=JobStatus.queued, worker=None)
+        queued = fenced.values(status=JobStatus.queued, worker=None, error=note)
 
         def apply(session: Session) -> str | None:
             if session.execute(cancelled).rowcount:
@@ -343,6 +346,47 @@ class JobStore:
             values = {"status": JobStatus.queued, "worker": None}
         changed = self._run(lambda s: s.execute(stale.values(**values)).rowcount)
         return values["status"] if changed else None
+
+    # -- training checkpoints -------------------------------------------------------------
+
+    def record_checkpoint(
+        self, job_id: str, lease: int, epoch: int, sha256: str, size: int, keep: int
+    ) -> list[int]:
+        """Record a checkpoint the worker holding `lease` stored; returns the epochs of older
+        ones beyond the newest `keep`, whose rows are gone (the caller deletes their objects)."""
+
+        def apply(session: Session) -> list[int]:
+            fenced = self._fenced(job_id, lease).values(heartbeat_at=self._now())
+            if session.execute(fenced).rowcount == 0:
+                raise LeaseLost(job_id)
+            mine = (JobCheckpoint.job_id == job_id, JobCheckpoint.epoch == epoch)
+            session.execute(delete(JobCheckpoint).where(*mine))
+            session.add(JobCheckpoint(job_id=job_id, epoch=epoch, sha256=sha256, size_bytes=size))
+            session.flush()
+            epochs = select(JobCheckpoint.epoch).where(JobCheckpoint.job_id == job_id)
+            old = list(session.scalars(epochs.order_by(JobCheckpoint.epoch.desc())))[keep:]
+            if old:
+                session.execute(
+                    delete(JobCheckpoint).where(
+                        JobCheckpoint.job_id == job_id, JobCheckpoint.epoch.in_(old)
+                    )
+                )
+            return old
+
+        return self._run(apply)
+
+    def checkpoints(self, job_id: str) -> list[JobCheckpoint]:
+        """A job's recorded checkpoints, newest first."""
+        stmt = (
+            select(JobCheckpoint)
+            .where(JobCheckpoint.job_id == job_id)
+            .order_by(JobCheckpoint.epoch.desc())
+        )
+        return self._run(lambda s: list(s.scalars(stmt)))
+
+    def forget_checkpoints(self, job_id: str) -> None:
+        stmt = delete(JobCheckpoint).where(JobCheckpoint.job_id == job_id)
+        self._run(lambda s: s.execute(stmt))
 
     # -- models ---------------------------------------------------------------------------
 

@@ -42,6 +42,15 @@ def _check_broker(services: Services) -> str | None:
     return None
 
 
+def _check_artifacts(services: Services) -> str | None:
+    try:
+        services.artifacts.check()
+    except Exception as exc:  # as above; the reason names the store, never a credential
+        log.warning("readiness: artifact store check failed: %s", exc)
+        return f"artifact store {services.artifacts.name} does not answer"
+    return None
+
+
 def _check_worker(request: Request) -> str | None:
     supervisor = getattr(request.app.state, "worker_supervisor", None)
     if supervisor is None or supervisor.alive():
@@ -54,15 +63,21 @@ def _check_worker(request: Request) -> str | None:
     response_model=Readiness,
     responses=error_responses(
         503,
-        e503="the job store or the broker does not answer (or, under `trainserve serve`, "
-        "its worker is not running)",
+        e503="the job store, the broker or the artifact store does not answer (or, under "
+        "`trainserve serve`, its worker is not running)",
     ),
 )
 def readyz(services: ServicesDep, request: Request) -> Readiness:
-    """200 when the job store and the broker answer, else 503 naming which one does not.
+    """200 when the job store, the broker and the artifact store answer, else 503 naming which
+    one does not.
     Under `trainserve serve`, which runs its own worker, also 503 while that worker is down
     (between its death and its restart); a separate API does not depend on workers."""
-    checks = (_check_store(services), _check_broker(services), _check_worker(request))
+    checks = (
+        _check_store(services),
+        _check_broker(services),
+        _check_artifacts(services),
+        _check_worker(request),
+    )
     problems = [p for p in checks if p]
     if problems:
         raise Unavailable("not ready: " + "; ".join(problems))

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from kombu.exceptions import OperationalError as BrokerError
 
-from app.api.deps import KeyDep, ServicesDep, SettingsDep, StoreDep
+from app.api.deps import KeyDep, ServicesDep, StoreDep
 from app.api.events import CLOSED, JobEvents, Update, job_update
 from app.api.schemas import History, JobList, JobOut, JobRequest, error_responses
 from app.api.validation import validate_job
@@ -190,11 +190,11 @@ def job_metrics(job_id: JobId, store: StoreDep) -> History:
     response_model=JobOut,
     responses=error_responses(404, 409, 503, e404="no such job", e409="the job has ended"),
 )
-def cancel_job(job_id: JobId, store: StoreDep, settings: SettingsDep) -> JobOut:
+def cancel_job(job_id: JobId, services: ServicesDep) -> JobOut:
     """A queued job is never started; a running one stops within one epoch, ending `cancelled`."""
-    job = store.cancel(check_job_id(job_id))
+    job = services.store.cancel(check_job_id(job_id))
     if job.status == JobStatus.cancelled:  # it may have run before: its checkpoints go
-        remove_checkpoints(settings, job.id)
+        remove_checkpoints(services, job.id)
     return JobOut.from_row(job)
 
 

@@ -15,7 +15,7 @@ def test_healthz(client: TestClient):
 def test_readyz_when_store_and_broker_answer(client: TestClient):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "store": "ok", "broker": "ok"}
+    assert response.json() == {"status": "ready", "store": "ok", "broker": "ok", "artifacts": "ok"}
 
 
 def test_readyz_names_the_store_when_it_is_down(
