@@ -34,6 +34,16 @@ MISSING = {"404", "NoSuchKey", "NotFound"}
 DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 NO_BUCKET = {"NoSuchBucket"}
 SPOOL_BYTES = 64 * 1024**2  # `open` keeps up to this much in memory, the rest in a temp file
+# At DEBUG these log request headers, whose Authorization names the access key: they are held
+# at WARNING unless set to INFO or above on purpose.
+QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+
+
+def _quiet_client_logs() -> None:
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:  # NOTSET (inherits, maybe DEBUG) or DEBUG
+            logger.setLevel(logging.WARNING)
 
 
 class S3ArtifactStore:
@@ -51,6 +61,7 @@ class S3ArtifactStore:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.name = f"s3://{bucket}/{self.prefix}"
         self.retry_seconds = retry_seconds
+        _quiet_client_logs()
         config = Config(
             connect_timeout=3,
             read_timeout=30,
@@ -166,7 +177,7 @@ class S3ArtifactStore:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
                 if key is not None and (code in MISSING or status == 404):
                     raise ArtifactMissing(key) from None
-                if code in NO_BUCKET:
+                if code in NO_BUCKET or (key is None and status == 404):
                     raise StoreUnavailable(
                         f"the artifact store {self.name} has no bucket {self.bucket!r}: create it"
                     ) from None
