@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.processes import postgres_database
+from tests.e2e.s3 import CREDENTIALS, MotoS3
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -15,3 +16,22 @@ def database_url(request, tmp_path):
         return
     with postgres_database() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """An S3 server (moto's server mode) on a loopback port, spoken to over HTTP; a test may
+    stop it, and the next test that asks for it finds it started again."""
+    server = MotoS3()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """The AWS credential chain's environment variables, set to the test server's keys."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)

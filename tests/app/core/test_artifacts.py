@@ -28,22 +28,6 @@ from tests.e2e.s3 import CREDENTIALS, MotoS3
 SHA = "ab" * 32
 
 
-@pytest.fixture(scope="module")
-def s3():
-    server = MotoS3()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch):
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-
-
 def s3_store(server: MotoS3, bucket: str, prefix: str = "tenant", retry: float = 2.0):
     return S3ArtifactStore(bucket, prefix, endpoint_url=server.endpoint, retry_seconds=retry)
 
