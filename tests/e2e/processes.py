@@ -166,8 +166,9 @@ class Service:
         wait_until(self._ready, 60, f"the API to be ready ({self.api.log})")
         return self.api
 
-    def start_worker(self, name: str = "worker") -> Process:
-        return self._start([TRAINSERVE, "worker", "--concurrency", "1"], name)
+    def start_worker(self, name: str = "worker", env: dict[str, str] | None = None) -> Process:
+        """`env` is laid over the service's (a worker on another host: its own data dir)."""
+        return self._start([TRAINSERVE, "worker", "--concurrency", "1"], name, env)
 
     def migrate(self) -> None:
         """`trainserve db upgrade`, as an operator runs it before starting the service."""
@@ -178,10 +179,11 @@ class Service:
             raise RuntimeError(f"trainserve db upgrade failed:\n{result.stdout}{result.stderr}")
         self.migrated = True
 
-    def _start(self, argv: list[str], name: str) -> Process:
+    def _start(self, argv: list[str], name: str, env: dict[str, str] | None = None) -> Process:
         if not self.migrated:
             self.migrate()
-        proc = Process(argv, self.env, self.tmp / f"{name}-{len(self.processes)}.log")
+        env = {**self.env, **(env or {})}
+        proc = Process(argv, env, self.tmp / f"{name}-{len(self.processes)}.log")
         self.processes.append(proc)
         return proc
 

@@ -58,7 +58,9 @@ def test_a_job_trains_from_s3_caches_its_dataset_and_leaves_only_its_weights(ser
     assert run_job(job.id, services, worker="w1") == "succeeded"
     version = services.store.get_version("house", 1)
     data = services.artifacts.get(weights_key("house", 1))
-    assert sha256_hex(data) == version.sha256 and read_card(data).architecture == JOB["architecture"]
+    assert (
+        sha256_hex(data) == version.sha256 and read_card(data).architecture == JOB["architecture"]
+    )
     row = services.store.get_dataset("mine")
     assert objects(s3, services.bucket) == [
         f"ts/{dataset_key(row.sha256)}",
