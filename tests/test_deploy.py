@@ -87,8 +87,11 @@ def test_api_and_worker_reach_redis_and_postgres_with_the_secrets(services):
     assert services["api"]["environment"]["TRAINSERVE_API_KEYS"] == SECRETS["TRAINSERVE_API_KEYS"]
 
 
+ONE_SHOT = ("_volumes", "migrate", "minio-bucket")
+
+
 def test_every_service_is_health_checked_and_waits_for_healthy_dependencies(services):
-    names = [n for n in services if n not in ("_volumes", "migrate")]
+    names = [n for n in services if n not in ONE_SHOT]
     assert {"api", "worker", "redis", "postgres"} <= set(names)
     for name in names:
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
@@ -137,6 +140,46 @@ def test_api_and_worker_share_a_named_volume_at_the_data_dir(services):
     source = mounts(api).get(data_dir)
     assert source in services["_volumes"], f"{data_dir} is not a named volume in api"
     assert mounts(worker).get(data_dir) == source
+
+
+def test_the_artifact_store_is_the_shared_volume_unless_an_s3_url_is_set(services, tmp_path):
+    """One host: nothing set, the API and the workers use the volume, and the s3 profile's
+    services exist only in that profile. Several: the URL, endpoint and keys reach both."""
+    from app.core.settings import Settings
+
+    for name in ("api", "worker"):
+        env = services[name]["environment"]
+        assert env["TRAINSERVE_ARTIFACTS_URL"] == "" and env["AWS_SECRET_ACCESS_KEY"] == ""
+        assert (
+            Settings(data_dir=tmp_path, artifacts_url=env["TRAINSERVE_ARTIFACTS_URL"]).artifacts_url
+            is None
+        )
+    for name in ("minio", "minio-bucket"):
+        assert services[name]["profiles"] == ["s3"]
+    assert "/data" in mounts(services["minio"])
+    assert services["minio-bucket"]["depends_on"] == {"minio": {"condition": "service_healthy"}}
+
+    several = {
+        **SECRETS,
+        "TRAINSERVE_ARTIFACTS_URL": "s3://trainserve/artifacts",
+        "TRAINSERVE_S3_ENDPOINT_URL": "http://minio:9000",
+        "AWS_ACCESS_KEY_ID": "trainserve",
+        "AWS_SECRET_ACCESS_KEY": "s3-secret-of-16-chars",
+    }
+    result = compose_config(tmp_path, several)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)["services"]
+    for name in ("api", "worker"):
+        env = config[name]["environment"]
+        settings = Settings(
+            data_dir=tmp_path,
+            artifacts_url=env["TRAINSERVE_ARTIFACTS_URL"],
+            s3_endpoint_url=env["TRAINSERVE_S3_ENDPOINT_URL"],
+        )
+        assert settings.artifacts_url == "s3://trainserve/artifacts"
+        assert env["AWS_SECRET_ACCESS_KEY"] == several["AWS_SECRET_ACCESS_KEY"]
+    assert config["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == "s3-secret-of-16-chars"
+    assert "store/trainserve" in " ".join(argv(config["minio-bucket"]["command"]))
 
 
 @pytest.mark.parametrize(

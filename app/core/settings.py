@@ -134,6 +134,11 @@ class Settings(BaseSettings):
             "TRAINSERVE_ARTIFACTS_URL must be file:///absolute/path or s3://bucket/prefix"
         )
 
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return value or None  # compose passes an unset variable as ""
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
