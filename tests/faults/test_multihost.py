@@ -209,7 +209,9 @@ def test_s3_down_while_a_job_runs_and_a_prediction_loads_weights(hosts):
         assert_complete_history(client, slow)
         assert client.get("/readyz").status_code == 200
         predicted = client.post("/v1/models/quick/predict", json={"inputs": [[0.0] * 13]})
-        assert predicted.status_code == 200, predicted.text  # not marked corrupt meanwhile
+        assert predicted.status_code == 200, predicted.text
+        versions = client.get("/v1/models/quick").json()["versions"]
+        assert [v["corrupt"] for v in versions] == [False]  # an outage is not corruption
         assert weights_of(client, "slow")  # published, and readable
     logs = worker.output() + service.api.output()
     assert not [
@@ -234,3 +236,5 @@ def test_a_tampered_object_in_s3_is_refused_on_read(hosts):
         assert "corrupt (sha256 mismatch)" in predicted.json()["detail"]
         download = client.get("/v1/models/quick/versions/1/weights")
         assert download.status_code == 503
+        versions = client.get("/v1/models/quick").json()["versions"]
+        assert [v["corrupt"] for v in versions] == [True]
