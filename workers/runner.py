@@ -187,4 +187,6 @@ def _wait_for_artifacts(services: Services, job_id: str, lease: int, exc: StoreU
     )
     log.error("job %s: %s", job_id, note)
     status = services.store.requeue(job_id, lease, note=note)
+    if status == JobStatus.cancelled:
+        remove_checkpoints(services, job_id)  # best effort: a later sweep finishes it
     return "artifacts-unavailable" if status == JobStatus.queued else str(status)
