@@ -48,7 +48,8 @@ def _on_ready(sender=None, **_kwargs) -> None:
     health check reads the file instead of asking a busy worker (workers/liveness.py). Tell the
     job store what this worker can train on (workers/devices.py)."""
     worker_liveness().start()
-    name = getattr(sender, "hostname", None) or f"{socket.gethostname()}-{os.getpid()}"
+    # the node name (celery@host) and the process: two workers on one host are two rows
+    name = f"{getattr(sender, 'hostname', None) or socket.gethostname()}/{os.getpid()}"
     announcer = worker_devices(name)
     announcer.start()
     _announced.append(announcer)
