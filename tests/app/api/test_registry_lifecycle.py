@@ -358,3 +358,12 @@ def test_a_cuda_job_is_refused_unless_a_live_worker_has_cuda(
     assert store.live_workers(timedelta(seconds=0)) == []
     store.remove_worker("gpu-worker")
     assert client.post("/v1/jobs", json={**HOUSE, "device": "cuda"}).status_code == 422
+
+
+def test_the_docs_job_example_publishes_under_its_own_name(client: TestClient):
+    """Trying the /docs example never replaces a model someone serves (house-prices)."""
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["JobRequest"]
+    (example,) = schema["examples"]
+    assert example["model_name"] == "house-prices-example"
+    assert example["promote"] == {"alias": "production", "if_better": "val_rmse"}
+    assert client.post("/v1/jobs", json=example).status_code == 202
