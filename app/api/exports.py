@@ -29,6 +29,11 @@ _export_lock = threading.Lock()  # one export at a time per process: each takes 
 
 def open_export(services: Services, row: ModelVersion, fmt: str) -> BinaryIO:
     """The export of `row` in `fmt` (onnx, pt2), open at its start (the caller closes it)."""
+    if row.corrupt:  # its weights failed their check: nothing made from them is served
+        raise Unavailable(
+            f"model '{row.model_name}' version {row.version} is marked corrupt; retrain it or "
+            "use another version"
+        )
     key = export_key(row.model_name, row.version, fmt)
     try:
         return services.artifacts.open(key)

@@ -298,6 +298,10 @@ def test_exports_answer_as_predict(
     got = program(torch.tensor(rows, dtype=torch.float32)).detach().numpy()
     assert np.allclose(got[:, 0], answer, rtol=1e-5, atol=1e-5)
 
+    services.store.mark_corrupt("house", 1)  # its weights failed a check: no export either
+    refused = client.get("/v1/models/house/weights?format=onnx")
+    assert refused.status_code == 503 and "marked corrupt" in refused.json()["detail"]
+
 
 def test_safetensors_card_says_how_to_rebuild_and_preprocess(
     client: TestClient, services: Services, house_model: TrainingResult, tmp_path
