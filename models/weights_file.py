@@ -61,10 +61,53 @@ def library_versions() -> dict[str, str]:
     return {name: installed(name) for name in ("torch", "torchvision", "trainserve")}
 
 
+# Written into the card for people reading the file, ignored when it is read back.
+_DESCRIPTIVE_KEYS = ("rebuild", "preprocessing")
+
+
+def describe_rebuild(model: nn.Module, card: ModelCard) -> dict[str, Any]:
+    """How to rebuild the module: the public function that builds it, and its layer graph."""
+    return {
+        "function": "models.catalogue.get_architecture(architecture).build(input_shape, "
+        "output_size, architecture_params), then load_state_dict(these tensors); eval()",
+        "call": f"get_architecture({card.architecture!r}).build({tuple(card.input_shape)!r}, "
+        f"{card.output_size}, {card.architecture_params!r})",
+        "module": str(model),
+        "exports": "GET /v1/models/{name}/versions/{version}/weights?format=onnx|pt2 gives the "
+        "same model with this preprocessing inside, runnable with onnxruntime or torch alone",
+    }
+
+
+def describe_preprocessing(card: ModelCard) -> dict[str, str]:
+    """How raw inputs become the module's inputs, and its outputs the service's answers."""
+    if card.task == "classification":
+        if card.loss == "bce_with_logits":
+            output = "p = sigmoid(out); p = p / p.sum(dim=1, keepdim=True): class probabilities"
+        else:
+            output = "p = softmax(out, dim=1): class probabilities; the class is p.argmax(dim=1)"
+    elif card.target_stats:
+        output = (
+            "y = out * std + mean with target_stats (mean and std reshaped to target_stats."
+            "shape): values in the original units"
+        )
+    else:
+        output = "y = out: values in the original units"
+    return {
+        "inputs": "x float32 of shape (B, *input_shape); x = (x - mean) / std with input_stats "
+        "(mean and std flat lists, reshaped to input_stats.shape, broadcast over the batch)",
+        "outputs": output,
+    }
+
+
 def serialize_model(model: nn.Module, card: ModelCard) -> bytes:
-    """The safetensors bytes of `model`'s weights with `card` in the metadata."""
+    """The safetensors bytes of `model`'s weights with `card` in the metadata, and a
+    description of how to rebuild the module and preprocess its inputs."""
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    card_json = json.dumps(dataclasses.asdict(card), sort_keys=True)
+    described = {
+        "rebuild": describe_rebuild(model, card),
+        "preprocessing": describe_preprocessing(card),
+    }
+    card_json = json.dumps(dataclasses.asdict(card) | described, sort_keys=True)
     return save_tensors(tensors, metadata={"format": FORMAT, _METADATA_KEY: card_json})
 
 
@@ -82,7 +125,10 @@ def read_card(data: bytes) -> ModelCard:
             raise CheckpointError(
                 f"not a trainserve weights file (format {metadata.get('format')!r})"
             )
-        return ModelCard(**json.loads(metadata[_METADATA_KEY]))
+        fields = json.loads(metadata[_METADATA_KEY])
+        for key in _DESCRIPTIVE_KEYS:
+            fields.pop(key, None)
+        return ModelCard(**fields)
     except CheckpointError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -134,7 +134,9 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
         status = JobStatus.cancelled
     else:
         try:
-            version = publish_result(services, job_id, lease, job.model_name, result)
+            version = publish_result(
+                services, job_id, lease, job.model_name, result, job.request.get("promote")
+            )
         except NoSpace:
             return _fail(services, job_id, lease, NO_SPACE.format(what="model weights"))
         log.info(
@@ -151,9 +153,15 @@ def _uploaded_dataset(services: Services, name: str):
 
 
 def publish_result(
-    services: Services, job_id: str, lease: int, model_name: str, result: TrainingResult
+    services: Services,
+    job_id: str,
+    lease: int,
+    model_name: str,
+    result: TrainingResult,
+    promote: dict | None = None,
 ) -> int:
-    """Store the weights and add the model version; the job ends succeeded, atomically."""
+    """Store the weights and add the model version; the job ends succeeded, atomically, with
+    the request's promotion rule (`promote`) applied (app/core/promotion.py)."""
     data = result.weights()
     card = result.card
 
@@ -168,7 +176,7 @@ def publish_result(
         "classes": card.classes,
         "metrics": result.final_metrics,
     }
-    return services.store.publish_version(job_id, lease, fields, write)
+    return services.store.publish_version(job_id, lease, fields, write, promote=promote)
 
 
 def _fail(services: Services, job_id: str, lease: int, error: str) -> str:

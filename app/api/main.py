@@ -19,7 +19,7 @@ from app.api.error_handlers import HANDLED, handle, iter_routes
 from app.api.events import JobEvents
 from app.api.inference import ModelCache
 from app.api.middleware import SECURED_PREFIX, GuardMiddleware
-from app.api.routes import catalogue, datasets, health, jobs, registry
+from app.api.routes import catalogue, datasets, health, jobs, registry, workers
 from app.api.routes.docs import add_docs
 from app.api.schemas import ErrorOut, error_responses
 from app.core.reaper import Reaper
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.include_router(health.router)
     secured = [Depends(require_key)]
-    for module in (catalogue, datasets, jobs, registry):
+    for module in (catalogue, datasets, jobs, registry, workers):
         app.include_router(
             module.router,
             prefix=SECURED_PREFIX,

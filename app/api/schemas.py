@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.core.db import JobStatus
-from app.core.names import SLUG_PATTERN, check_slug
+from app.core.names import ALIAS_PATTERN, SLUG_PATTERN, check_slug, is_alias
 from models.choices import Task
 from models.request import (
     MAX_NESTING,
@@ -34,16 +34,59 @@ ModelName = Annotated[
     AfterValidator(lambda v: check_slug(v, "model_name")),
 ]
 
-JOB_EXAMPLE = {"model_name": "house-prices", **TRAINING_EXAMPLE}
+# Its own model name, so that trying the example never replaces a model someone serves.
+JOB_EXAMPLE = {
+    "model_name": "house-prices-example",
+    **TRAINING_EXAMPLE,
+    "promote": {"alias": "production", "if_better": "val_rmse"},
+}
+
+
+def _alias(value: str) -> str:
+    if not is_alias(value):
+        raise ValueError(
+            "an alias is 1-64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter "
+            "or digit, no '..', and not only digits"
+        )
+    return value
+
+
+class PromoteRule(RequestModel):
+    """On success, point `alias` at the new version: when the model has no such alias yet,
+    else only when `if_better` (a metric) is better on the new version than on the alias's
+    (lower is better for rmse, mae and losses, higher for accuracy and r2); without
+    `if_better`, always."""
+
+    alias: Annotated[
+        str, Field(json_schema_extra={"pattern": ALIAS_PATTERN}), AfterValidator(_alias)
+    ] = Field(description="the alias to set or move, such as production")
+    if_better: str | None = Field(
+        None,
+        max_length=64,
+        description="regression: val_rmse, val_mae, val_r2, val_loss, train_loss; "
+        "classification: val_accuracy, val_loss, train_loss",
+    )
 
 
 class JobRequest(TrainingRequest):
-    """A training job: a TrainingRequest (models/request.py) and the model name to publish
-    under; only model_name, architecture and dataset are required."""
+    """A training job: a TrainingRequest (models/request.py), the model name to publish under
+    and an optional promotion rule; only model_name, architecture and dataset are required."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [JOB_EXAMPLE]})
 
     model_name: ModelName
+    promote: PromoteRule | None = None
+
+
+class Promotion(BaseModel):
+    """What the job's promotion rule decided, and why."""
+
+    alias: str
+    version: int = Field(description="the version this job published")
+    previous: int | None = Field(description="the version the alias named before (None: unset)")
+    metric: str | None
+    moved: bool = Field(description="whether the alias now names this job's version")
+    reason: str
 
 
 class Progress(BaseModel):
@@ -65,6 +108,7 @@ class JobOut(BaseModel):
     metrics: dict[str, Any] | None
     error: str | None
     model_version: int | None
+    promotion: Promotion | None = None
 
     @classmethod
     def from_row(cls, job: Any) -> JobOut:
@@ -263,6 +307,32 @@ def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[st
         description = descriptions.get(f"e{code}", ERROR_DESCRIPTIONS[code])
         out[code] = {"model": ErrorOut, "description": description}
     return out
+
+
+class WorkerOut(BaseModel):
+    """A live worker and what it trains on."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "celery@gpu-host-1",
+                    "device": "cuda",
+                    "device_count": 2,
+                    "device_names": ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"],
+                    "started_at": "2026-12-01T10:00:00Z",
+                    "heartbeat_at": "2026-12-01T10:05:00Z",
+                }
+            ]
+        }
+    )
+
+    name: str
+    device: Literal["cpu", "cuda"]
+    device_count: int
+    device_names: list[str]
+    started_at: UtcTime
+    heartbeat_at: UtcTime
 
 
 class Health(BaseModel):

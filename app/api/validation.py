@@ -7,11 +7,13 @@ is accepted can be built.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import torch
 
 from app.api.schemas import DatasetOut, JobRequest
+from app.core import promotion
 from app.core.db import UploadedDataset
 from app.core.errors import Invalid
 from app.core.names import is_slug, shown
@@ -97,12 +99,36 @@ def validate_job(request: JobRequest, services: Services) -> dict[str, Any]:
     )
     data = request.model_dump(mode="json")
     data["loss"] = check_compatible(request, task, input_shape)  # a JobRequest is one
+    if request.promote is None:
+        del data["promote"]  # stored requests keep their shape when there is no rule
+    else:
+        promotion.check_rule(data["promote"], task)
+    check_device(request.device, services)
     with torch.device("meta"):  # the size guard of Architecture.build, without memory
         module = get_architecture(request.architecture).build(
             input_shape, output_size, request.architecture_params
         )
     check_memory(module, input_shape, request, services.settings)
     return data
+
+
+def check_device(device: str, services: Services) -> None:
+    """A job asking for `cuda` (or `cuda:N`) is refused unless a live worker has that many CUDA
+    devices: it would fail on every worker this deployment has. `auto` and `cpu` run anywhere."""
+    if not device.startswith("cuda"):
+        return
+    index = int(device.partition(":")[2] or 0)
+    stale = timedelta(seconds=services.settings.worker_stale_seconds)
+    workers = services.store.live_workers(stale)
+    gpus = [w for w in workers if w.device == "cuda" and w.device_count > index]
+    if gpus:
+        return
+    have = ", ".join(f"{w.name}: {w.device_count} {w.device}" for w in workers) or "none"
+    raise Invalid(
+        f"device '{device}' is not available: no live worker has "
+        f"{'CUDA' if index == 0 else f'{index + 1} CUDA devices'} (live workers: {have}; see "
+        "GET /v1/workers); use device 'auto' or 'cpu', or start a GPU worker"
+    )
 
 
 def check_memory(module, input_shape: tuple[int, ...], request: JobRequest, settings) -> None:

@@ -6,6 +6,7 @@ keeps objects as files under the data dir. Keys are built here only, from valida
 integer versions, job ids and sha256 digests, and checked to stay inside the root:
 
     weights/{model}/v{version}.safetensors     the published weights of one model version
+    weights/{model}/v{version}.{onnx,pt2}      its exports, made on first download (a cache)
     datasets/{sha256}.npz                      an uploaded dataset, by the hash of its content
     checkpoints/{job_id}/epoch-{NNNNNN}.ckpt   a running job's training checkpoints
 
@@ -72,6 +73,30 @@ def weights_key(model_name: str, version: int) -> str:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer, got {version!r}")
     return f"weights/{model_name}/v{version}.safetensors"
+
+
+EXPORT_FORMATS = ("onnx", "pt2")
+WEIGHTS_FILE = re.compile(r"weights/([A-Za-z0-9][A-Za-z0-9._-]*)/v([0-9]+)\.(safetensors|onnx|pt2)")
+
+
+def export_key(model_name: str, version: int, fmt: str) -> str:
+    """Where the export of a version in `fmt` (onnx, pt2) is cached, next to its weights."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}")
+    return weights_key(model_name, version).removesuffix(".safetensors") + f".{fmt}"
+
+
+def version_keys(model_name: str, version: int) -> list[str]:
+    """Every object of one model version: its weights, then its cached exports."""
+    return [weights_key(model_name, version)] + [
+        export_key(model_name, version, fmt) for fmt in EXPORT_FORMATS
+    ]
+
+
+def parse_version_key(key: str) -> tuple[str, int] | None:
+    """(model, version) of a key under weights/, else None."""
+    match = WEIGHTS_FILE.fullmatch(key)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def dataset_key(sha256: str) -> str:

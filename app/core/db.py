@@ -73,6 +73,7 @@ class Job(Base):
     lease: Mapped[int] = mapped_column(default=0)  # fencing token: bumped by every claim
     owner: Mapped[str] = mapped_column(String(64), default="")  # hash of the submitting key
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    promotion: Mapped[dict[str, Any] | None]  # what the request's promotion rule decided
 
     __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_idempotency"),)
 
@@ -108,7 +109,9 @@ class RegisteredModel(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     task: Mapped[str] = mapped_column(String(16))
     architecture: Mapped[str] = mapped_column(String(64))
-    latest_version: Mapped[int] = mapped_column(default=0)
+    latest_version: Mapped[int] = mapped_column(default=0)  # 0: no version (left)
+    # the highest number ever given: deleted versions' numbers are never given again
+    versions_assigned: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -159,6 +162,19 @@ class UploadedDataset(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Worker(Base):
+    """A worker process and what it can train on, refreshed by its heartbeat."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    device: Mapped[str] = mapped_column(String(16))  # "cuda" or "cpu"
+    device_count: Mapped[int]
+    device_names: Mapped[list[Any]]
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
 
 
 def make_engine(url: str) -> Engine:

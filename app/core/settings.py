@@ -115,6 +115,15 @@ class Settings(BaseSettings):
     model_cache_models: int = Field(8, ge=1)
     model_cache_bytes: int = Field(1024**3, ge=1024)
     inference_threads: int = Field(2, ge=1, le=64)
+    worker_stale_seconds: float = Field(
+        60.0, gt=0, description="a worker whose device heartbeat is older is not counted"
+    )
+    delete_pause_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=600,
+        description="fault tests only: pause between a deletion's rows and its files",
+    )
     worker_liveness_file: Path = Field(
         Path(tempfile.gettempdir()) / "trainserve-worker.alive",
         description="touched every few seconds by a live worker; its health check reads it",

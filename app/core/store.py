@@ -21,7 +21,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core import promotion
 from app.core.db import (
+    TERMINAL,
     Job,
     JobCheckpoint,
     JobEvaluation,
@@ -30,6 +32,7 @@ from app.core.db import (
     ModelVersion,
     RegisteredModel,
     UploadedDataset,
+    Worker,
     utcnow,
 )
 from app.core.errors import Conflict, LeaseLost, NotFound, TooLarge
@@ -396,12 +399,16 @@ class JobStore:
         lease: int,
         version_fields: dict[str, Any],
         write_weights: Callable[[int], tuple[str, int]],
+        promote: dict[str, Any] | None = None,
     ) -> int:
         """Add the next version of a model and mark the job succeeded, in one transaction.
 
         `write_weights(version)` stores the file and returns (sha256, size); it runs while the
         model row is locked, so the file exists before any reader can see the version. The
         model takes the task and architecture of its newest version (a retrain may change them).
+        Version numbers are never given twice (`versions_assigned`), even after deletions.
+        `promote` (the request's rule) is decided and applied in the same transaction, and the
+        decision recorded on the job (`promotion`).
         """
         name, task, architecture = (
             version_fields[k] for k in ("model_name", "task", "architecture")
@@ -413,11 +420,12 @@ class JobStore:
                 update(RegisteredModel)
                 .where(RegisteredModel.name == name)
                 .values(
-                    latest_version=RegisteredModel.latest_version + 1,
+                    versions_assigned=RegisteredModel.versions_assigned + 1,
+                    latest_version=RegisteredModel.versions_assigned + 1,
                     task=task,
                     architecture=architecture,
                 )
-                .returning(RegisteredModel.latest_version)
+                .returning(RegisteredModel.versions_assigned)
             )
             version = session.execute(bump).scalar_one()
             sha256, size = write_weights(version)
@@ -426,14 +434,52 @@ class JobStore:
                     version=version, job_id=job_id, sha256=sha256, size_bytes=size, **version_fields
                 )
             )
+            session.flush()
+            decision = None
+            if promote:
+                decision = self._promote(session, name, version, version_fields["metrics"], promote)
             done = self._fenced(job_id, lease).values(
-                status=JobStatus.succeeded, finished_at=utcnow(), model_version=version, error=None
+                status=JobStatus.succeeded,
+                finished_at=utcnow(),
+                model_version=version,
+                error=None,
+                promotion=decision,
             )
             if session.execute(done).rowcount == 0:
                 raise LeaseLost(job_id)
             return version
 
         return self._run(apply)
+
+    def _promote(
+        self, session: Session, name: str, version: int, metrics: dict[str, Any], rule: dict
+    ) -> dict[str, Any]:
+        alias = rule["alias"]
+        named = select(ModelAlias.version).where(
+            ModelAlias.model_name == name, ModelAlias.alias == alias
+        )
+        current = session.scalar(named)
+        current_metrics = None
+        if current is not None:
+            row = session.get(ModelVersion, (name, current))
+            current_metrics = row.metrics if row is not None else None
+        decision = promotion.decide(rule, version, metrics, current, current_metrics)
+        if decision["moved"]:
+            self._upsert_alias(session, name, alias, version)
+        log.info("promotion of %s v%d: %s", name, version, decision["reason"])
+        return decision
+
+    @staticmethod
+    def _upsert_alias(session: Session, name: str, alias: str, version: int) -> None:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        upsert = insert(ModelAlias).values(model_name=name, alias=alias, version=version)
+        session.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[ModelAlias.model_name, ModelAlias.alias],
+                set_={"version": version},
+            )
+        )
 
     def _ensure_model(self, name: str, task: str, architecture: str) -> None:
         """The model's row, created with no version when missing (the version bump sets its
@@ -501,15 +547,7 @@ class JobStore:
                     f"model '{name}' has no version {version}; its versions are 1 to "
                     f"{model.latest_version}"
                 )
-            dialect = session.get_bind().dialect.name
-            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-            upsert = insert(ModelAlias).values(model_name=name, alias=alias, version=version)
-            session.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[ModelAlias.model_name, ModelAlias.alias],
-                    set_={"version": version},
-                )
-            )
+            self._upsert_alias(session, name, alias, version)
 
         self._run(apply)
 
@@ -566,6 +604,165 @@ class JobStore:
         stmt = select(ModelAlias.alias).where(ModelAlias.model_name == name)
         known = ", ".join(sorted(session.scalars(stmt))) or "none"
         return f"model '{name}' has no alias {shown(alias)}; its aliases: {known}"
+
+    # -- deletion: rows first, in one transaction; files after (cleanup.sweep finishes) ----
+
+    def delete_job(self, job_id: str) -> Job:
+        """Remove an ended job and its evaluations; Conflict while it is queued or running.
+        Its model version, if any, stays (delete that on its own)."""
+
+        def apply(session: Session) -> Job:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"job '{job_id}' does not exist")
+            if job.status not in TERMINAL:
+                raise Conflict(
+                    f"job '{job_id}' is {job.status}; cancel it (POST /v1/jobs/{job_id}/cancel) "
+                    "and delete it once it has ended"
+                )
+            session.execute(delete(JobEvaluation).where(JobEvaluation.job_id == job_id))
+            session.delete(job)
+            return job
+
+        return self._run(apply)
+
+    def delete_version(self, name: str, version: int, force: bool = False) -> list[str]:
+        """Remove one version's row; Conflict while aliases name it, unless `force`, which
+        removes those aliases too (returned). Its number is never given again."""
+
+        def apply(session: Session) -> list[str]:
+            model = self._registered(session, name)
+            if session.get(ModelVersion, (name, version)) is None:
+                known = ", ".join(map(str, self._version_numbers(session, name)))
+                raise NotFound(f"model '{name}' has no version {version}; its versions: {known}")
+            aliased = select(ModelAlias.alias).where(
+                ModelAlias.model_name == name, ModelAlias.version == version
+            )
+            aliases = sorted(session.scalars(aliased))
+            if aliases and not force:
+                raise Conflict(
+                    f"version {version} of model '{name}' is named by alias(es) "
+                    f"{', '.join(aliases)}: move or delete them first, or delete with "
+                    "?force=true (which removes them too)"
+                )
+            session.execute(
+                delete(ModelAlias).where(
+                    ModelAlias.model_name == name, ModelAlias.version == version
+                )
+            )
+            session.execute(
+                delete(ModelVersion).where(
+                    ModelVersion.model_name == name, ModelVersion.version == version
+                )
+            )
+            remaining = self._version_numbers(session, name)
+            model.latest_version = remaining[-1] if remaining else 0
+            return aliases
+
+        return self._run(apply)
+
+    def delete_model(self, name: str) -> list[int]:
+        """Remove every version and alias of a model (returns the version numbers). The name's
+        row stays, with no version (so the model is gone), keeping the numbers already given."""
+
+        def apply(session: Session) -> list[int]:
+            model = self._registered(session, name)
+            versions = self._version_numbers(session, name)
+            session.execute(delete(ModelAlias).where(ModelAlias.model_name == name))
+            session.execute(delete(ModelVersion).where(ModelVersion.model_name == name))
+            model.latest_version = 0
+            return versions
+
+        return self._run(apply)
+
+    @staticmethod
+    def _version_numbers(session: Session, name: str) -> list[int]:
+        stmt = select(ModelVersion.version).where(ModelVersion.model_name == name)
+        return list(session.scalars(stmt.order_by(ModelVersion.version)))
+
+    def version_files_state(self) -> dict[str, tuple[int, set[int]]]:
+        """Per model name: (the highest number ever given, the versions that exist). A weights
+        file of a number at most the first and not in the second belongs to no version."""
+
+        def read(session: Session) -> dict[str, tuple[int, set[int]]]:
+            state = {
+                name: (assigned, set())
+                for name, assigned in session.execute(
+                    select(RegisteredModel.name, RegisteredModel.versions_assigned)
+                )
+            }
+            for name, version in session.execute(
+                select(ModelVersion.model_name, ModelVersion.version)
+            ):
+                state.setdefault(name, (version, set()))[1].add(version)
+            return state
+
+        return self._run(read)
+
+    def delete_dataset(self, name: str) -> tuple[UploadedDataset, bool]:
+        """Remove an uploaded dataset's row; Conflict while a queued or running job uses it.
+        Returns the row and whether another dataset still holds the same content."""
+
+        def apply(session: Session) -> tuple[UploadedDataset, bool]:
+            row = session.get(UploadedDataset, name)
+            if row is None:
+                raise NotFound(f"uploaded dataset '{name}' does not exist")
+            users = select(Job.id).where(
+                Job.dataset == name, Job.status.in_([JobStatus.queued, JobStatus.running])
+            )
+            using = list(session.scalars(users.limit(5)))
+            if using:
+                raise Conflict(
+                    f"dataset '{name}' is used by queued or running job(s) {', '.join(using)}; "
+                    "delete it once they have ended (or cancel them)"
+                )
+            session.delete(row)
+            session.flush()
+            shared = select(func.count()).select_from(UploadedDataset)
+            still = session.scalar(shared.where(UploadedDataset.sha256 == row.sha256)) > 0
+            return row, still
+
+        return self._run(apply)
+
+    def dataset_hashes(self) -> set[str]:
+        return set(self._run(lambda s: list(s.scalars(select(UploadedDataset.sha256)))))
+
+    # -- workers: what each can train on --------------------------------------------------
+
+    def announce_worker(self, name: str, device: str, count: int, names: list[str]) -> None:
+        """Record (or refresh) a starting worker and its devices."""
+
+        def apply(session: Session) -> None:
+            session.execute(delete(Worker).where(Worker.name == name))
+            session.add(
+                Worker(
+                    name=name,
+                    device=device,
+                    device_count=count,
+                    device_names=names,
+                    started_at=self._now(),
+                    heartbeat_at=self._now(),
+                )
+            )
+
+        self._run(apply)
+
+    def worker_heartbeat(self, name: str) -> bool:
+        """Refresh a worker's heartbeat; False when its row is gone (announce again)."""
+        stmt = update(Worker).where(Worker.name == name).values(heartbeat_at=self._now())
+        return bool(self._run(lambda s: s.execute(stmt).rowcount))
+
+    def remove_worker(self, name: str) -> None:
+        self._run(lambda s: s.execute(delete(Worker).where(Worker.name == name)))
+
+    def live_workers(self, max_age: timedelta) -> list[Worker]:
+        """Workers whose heartbeat is younger than `max_age`, by name."""
+        stmt = select(Worker).where(Worker.heartbeat_at >= self._ago(max_age))
+        return self._run(lambda s: list(s.scalars(stmt.order_by(Worker.name))))
+
+    def forget_workers(self, older_than: timedelta) -> int:
+        stmt = delete(Worker).where(Worker.heartbeat_at < self._ago(older_than))
+        return self._run(lambda s: s.execute(stmt).rowcount)
 
     def mark_corrupt(self, name: str, version: int) -> None:
         stmt = (

@@ -51,6 +51,9 @@ def test_readme_walkthrough_runs_verbatim_against_serve(served):
     assert prediction, result.stdout
     assert 10 < float(prediction.group(1)) < 40  # the first Boston house sold for 24.0
     assert (cwd / "house-prices-v1.safetensors").stat().st_size > 0
+    assert (cwd / "house-prices.onnx").stat().st_size > 0
+    assert "'moved': False" in result.stdout and "is not better than" in result.stdout
+    assert '"aliases":{"production":1}' in result.stdout
 
 
 def test_sigterm_stops_api_and_worker(served):

@@ -15,6 +15,7 @@ from tests.e2e.processes import VENV_BIN, embedded_serve
 pytestmark = pytest.mark.e2e
 
 RECIPES = Path(__file__).resolve().parents[2] / "docs" / "recipes.md"
+EXPORTS = Path(__file__).resolve().parents[2] / "docs" / "exports.md"
 
 
 def bash_blocks(text: str) -> str:
@@ -22,7 +23,8 @@ def bash_blocks(text: str) -> str:
 
 
 def recipes() -> dict[str, str]:
-    text = RECIPES.read_text()
+    """The recipes of docs/recipes.md, and the one of docs/exports.md."""
+    text = RECIPES.read_text() + EXPORTS.read_text()
     found = re.findall(r"<!-- recipe (\w+) -->(.*?)<!-- /recipe -->", text, flags=re.S)
     return {name: bash_blocks(body) for name, body in found}
 
@@ -56,7 +58,7 @@ def run_recipe(name: str, served) -> str:
 
 
 def test_every_recipe_has_a_test():
-    assert set(recipes()) == {"upload", "images", "cancel", "events", "weights"}
+    assert set(recipes()) == {"upload", "images", "cancel", "events", "weights", "exports"}
 
 
 def test_upload_train_predict(served):
@@ -91,3 +93,14 @@ def test_weights_in_plain_pytorch_answer_as_the_service(served):
     (service,) = re.findall(r'"predictions":\[([-0-9.e]+)\]', out)
     plain = json.loads(out.strip().splitlines()[-1])["plain_pytorch"]
     assert abs(float(service) - plain) < 1e-3
+
+
+def test_exports_run_outside_trainserve_and_answer_as_the_service(served):
+    out = run_recipe("exports", served)
+    lines = out.strip().splitlines()
+    service = json.loads(lines[-2])["predictions"]
+    exported = json.loads(lines[-1])
+    for name in ("onnx", "pt2"):
+        assert len(exported[name]) == len(service) == 2
+        for got, expected in zip(exported[name], service, strict=True):
+            assert abs(got - expected) <= 1e-5 * max(1.0, abs(expected)), (name, got, expected)

@@ -25,12 +25,15 @@ def liveness_file(tmp_path, monkeypatch) -> Path:
     """The settings' liveness file in tmp_path, touched every INTERVAL_S by the worker's."""
     path = tmp_path / "run" / "worker.alive"
     monkeypatch.setenv("TRAINSERVE_WORKER_LIVENESS_FILE", str(path))
+    monkeypatch.setenv("TRAINSERVE_DATA_DIR", str(tmp_path / "data"))  # worker_ready announces
     monkeypatch.setattr(liveness, "INTERVAL_S", INTERVAL_S)
     get_settings.cache_clear()
     tasks.worker_liveness.cache_clear()
+    tasks.worker_services.cache_clear()
     yield path
     tasks.worker_liveness().stop()
     tasks.worker_liveness.cache_clear()
+    tasks.worker_services.cache_clear()
     get_settings.cache_clear()
 
 

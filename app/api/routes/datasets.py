@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, File, Form, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Path, Request, Response, UploadFile, status
 
 from app.api.deps import ServicesDep
 from app.api.schemas import DatasetOut, error_responses
 from app.api.validation import uploaded_entry
+from app.core import deletion
 from app.core.datasets import save_upload
-from app.core.errors import Conflict, Invalid, TooLarge
-from app.core.names import SLUG_PATTERN, check_slug
+from app.core.errors import Conflict, Invalid, NotFound, TooLarge
+from app.core.names import SLUG_PATTERN, check_slug, is_slug, shown
 from app.core.services import Services
 from models.catalogue import is_registered_dataset
 from models.datasets import Dataset
@@ -103,3 +104,32 @@ async def upload_dataset(
     return await anyio.to_thread.run_sync(
         _store, services, name, file, target, task, limiter=limiter
     )
+
+
+@router.delete(
+    "/datasets/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(
+        404,
+        409,
+        503,
+        e404="no uploaded dataset of this name (built-in datasets cannot be deleted)",
+        e409="a queued or running job uses the dataset",
+    ),
+)
+def delete_dataset(
+    name: Annotated[
+        str,
+        Path(description="an uploaded dataset's name", json_schema_extra={"pattern": SLUG_PATTERN}),
+    ],
+    services: ServicesDep,
+) -> Response:
+    """Delete an uploaded dataset and its file (kept while another upload has the same
+    content). Refused (409) while a queued or running job uses it."""
+    if is_registered_dataset(name):
+        raise NotFound(f"dataset '{name}' is built in; only uploaded datasets can be deleted")
+    if not is_slug(name):
+        raise NotFound(f"uploaded dataset {shown(name)} does not exist (names are slugs)")
+    deletion.delete_dataset(services, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

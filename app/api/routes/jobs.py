@@ -17,6 +17,7 @@ from app.api.deps import KeyDep, ServicesDep, StoreDep
 from app.api.events import CLOSED, JobEvents, Update, job_update
 from app.api.schemas import History, JobList, JobOut, JobRequest, error_responses
 from app.api.validation import validate_job
+from app.core import deletion
 from app.core.cleanup import remove_checkpoints
 from app.core.db import JobStatus
 from app.core.errors import Conflict, Invalid, NotFound, TooLarge, Unavailable
@@ -196,6 +197,21 @@ def cancel_job(job_id: JobId, services: ServicesDep) -> JobOut:
     if job.status == JobStatus.cancelled:  # it may have run before: its checkpoints go
         remove_checkpoints(services, job.id)
     return JobOut.from_row(job)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(
+        404, 409, 503, e404="no such job", e409="the job is queued or running: cancel it first"
+    ),
+)
+def delete_job(job_id: JobId, services: ServicesDep) -> Response:
+    """Delete an ended job: its row, its evaluations (metrics history) and any checkpoints.
+    The model version it published stays (DELETE /v1/models/{name}/versions/{version})."""
+    deletion.delete_job(services, check_job_id(job_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 async def _job_events(events: JobEvents, first: Update, store, job_id: str, poll_s: float):

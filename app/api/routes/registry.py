@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO, Literal, get_args
 
 import anyio.to_thread
 from fastapi import APIRouter, Body, Path, Query, Request, Response
@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from app.api import inference
+from app.api import exports, inference
 from app.api.deps import CacheDep, ServicesDep, StoreDep
 from app.api.schemas import (
     VERSION_MAX,
@@ -31,6 +31,7 @@ from app.api.schemas import (
     VersionOut,
     error_responses,
 )
+from app.core import deletion
 from app.core.errors import Invalid, NotFound
 from app.core.names import ALIAS_PATTERN, SLUG_PATTERN, is_alias, is_slug, shown
 from models.predictor import Abandoned
@@ -210,41 +211,146 @@ async def predict(
     return PredictResponse(**out)
 
 
+WeightsFormat = Literal["safetensors", "onnx", "pt2"]
+FORMAT_DOC = (
+    "safetensors (default: the weights, with the model card in the metadata), onnx (opset 18, "
+    "dynamic batch) or pt2 (torch.export); onnx and pt2 take raw inputs and give what predict "
+    "gives (standardisation inside)"
+)
+MEDIA_TYPES = {"safetensors": "application/octet-stream", "onnx": "application/onnx"}
+WEIGHTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the weights as safetensors, with the architecture, its parameters, the "
+        "preprocessing statistics and how to rebuild and preprocess in the metadata (key "
+        "'trainserve'); or with `format`, an ONNX model or a torch.export program",
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string"}},
+            "application/onnx": {"schema": {"type": "string"}},
+        },
+    },
+    **error_responses(
+        404,
+        422,
+        503,
+        e404="no such model, version or alias",
+        e422="not a version number or alias, or an unknown format (safetensors, onnx, pt2)",
+        e503=UNAVAILABLE + "; or the export failed",
+    ),
+}
+
+
+def check_format(value: str) -> str:
+    if value not in get_args(WeightsFormat):
+        raise Invalid(
+            f"format {shown(value)} is unknown; choose one of {', '.join(get_args(WeightsFormat))}"
+        )
+    return value
+
+
+FormatQuery = Annotated[
+    str,
+    Query(
+        alias="format",
+        description=FORMAT_DOC,
+        json_schema_extra={"enum": list(get_args(WeightsFormat))},
+    ),
+]
+
+
 @router.get(
     "/{name}/versions/{version}/weights",
     response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": "the weights as safetensors, with the architecture, its parameters "
-            "and the preprocessing statistics in the metadata (key 'trainserve')",
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
-        },
-        **error_responses(
-            404,
-            422,
-            503,
-            e404="no such model, version or alias",
-            e422="not a version number or alias",
-            e503=UNAVAILABLE,
-        ),
-    },
+    responses=WEIGHTS_RESPONSES,
 )
-def download_weights(name: Name, version: Version, services: ServicesDep) -> StreamingResponse:
-    """Download one version's `.safetensors` file; `{version}` is a number or an alias."""
-    ref = version_ref(version)
-    row = services.store.resolve_version(check_name(name), ref)
-    handle = inference.open_verified_weights(services, row)
+def download_weights(
+    name: Name, version: Version, services: ServicesDep, fmt: FormatQuery = "safetensors"
+) -> StreamingResponse:
+    """Download one version (`{version}`: a number or an alias) as safetensors, ONNX or pt2.
+
+    ONNX and pt2 exports are made on the first request from the stored weights (checked
+    against the eager model within 1e-5) and kept next to them."""
+    fmt = check_format(fmt)
+    row = services.store.resolve_version(check_name(name), version_ref(version))
+    return _download(services, row, fmt)
+
+
+@router.get("/{name}/weights", response_class=StreamingResponse, responses=WEIGHTS_RESPONSES)
+def download_default_weights(
+    name: Name,
+    services: ServicesDep,
+    version: Annotated[VersionRef | None, Query(description=VERSION_REF)] = None,
+    fmt: FormatQuery = "safetensors",
+) -> StreamingResponse:
+    """As `/versions/{version}/weights`; without `version`, the version predict uses (the
+    alias `production` when the model has it, else the latest)."""
+    fmt = check_format(fmt)
+    row = services.store.resolve_version(check_name(name), version_ref(version))
+    return _download(services, row, fmt)
+
+
+def _download(services, row, fmt: str) -> StreamingResponse:
+    if fmt == "safetensors":
+        handle = inference.open_verified_weights(services, row)
+        etag = row.sha256
+    else:
+        handle, etag = exports.open_export(services, row, fmt), None
     size = handle.seek(0, io.SEEK_END)
     handle.seek(0)
+    headers = {
+        "Content-Disposition": f'attachment; filename="{row.model_name}-v{row.version}.{fmt}"',
+        "Content-Length": str(size),
+    }
+    if etag:
+        headers["ETag"] = f'"{etag}"'
     return StreamingResponse(
         _chunks(handle),
-        media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": f'attachment; filename="{name}-v{row.version}.safetensors"',
-            "Content-Length": str(size),
-            "ETag": f'"{row.sha256}"',
-        },
+        media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"),
+        headers=headers,
     )
+
+
+@router.delete(
+    "/{name}/versions/{version}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(
+        404,
+        409,
+        422,
+        503,
+        e404="no such model or version",
+        e409="an alias names the version (delete with ?force=true to remove the aliases too)",
+        e422="not a version number",
+    ),
+)
+def delete_version(
+    name: Name,
+    version: Annotated[int, Path(ge=1, le=VERSION_MAX, description="a version number")],
+    services: ServicesDep,
+    cache: CacheDep,
+    force: Annotated[
+        bool, Query(description="also remove the aliases that name this version")
+    ] = False,
+) -> Response:
+    """Delete one version: its row, weights and exports. Refused (409) while an alias names it,
+    unless `force=true`. Its number is never given to another version."""
+    deletion.delete_version(services, check_name(name), version, force)
+    cache.discard((name, version))
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/{name}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(404, 503, e404="no such model"),
+)
+def delete_model(name: Name, services: ServicesDep, cache: CacheDep) -> Response:
+    """Delete a model: every version (rows, weights, exports) and alias. A later job may
+    publish under the name again; its versions continue the numbering."""
+    for version in deletion.delete_model(services, check_name(name)):
+        cache.discard((name, version))
+    return Response(status_code=204)
 
 
 async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:

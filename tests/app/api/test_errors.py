@@ -137,7 +137,7 @@ def test_service_errors_keep_their_status(client: TestClient, services, monkeypa
     [
         ("DELETE", "/v1/jobs", "GET, POST"),
         ("PUT", "/v1/datasets", "GET, POST"),
-        ("POST", "/v1/jobs/abc", "GET"),
+        ("POST", "/v1/jobs/abc", "DELETE, GET"),
         ("GET", "/v1/jobs/abc/cancel", "POST"),
     ],
 )

@@ -31,6 +31,7 @@ TABLES = {
     "model_versions",
     "datasets",
     "model_aliases",
+    "workers",
 }
 
 
@@ -60,8 +61,11 @@ def test_an_empty_database_upgrades_to_head_and_the_store_works(engine):
 def test_a_database_from_create_all_is_stamped_and_keeps_its_rows(engine):
     """What create_all built before migrations existed: the tables of revision 0001; stamped
     at 0001, then the later revisions add theirs."""
-    legacy = [Base.metadata.tables[name] for name in migrate.LEGACY_TABLES]
-    Base.metadata.create_all(engine, tables=legacy)
+    migrate.upgrade(engine)  # revision 0001's tables, as create_all made them, no revision
+    migrate.downgrade(engine, migrate.LEGACY_REVISION)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP TABLE {migrate.VERSION_TABLE}")
+    assert tables(engine) == set(migrate.LEGACY_TABLES)
     job, _ = JobStore(make_session_factory(engine)).create_job(REQUEST)
     migrate.upgrade(engine)
     assert migrate.current_revision(engine) == migrate.head_revision()

@@ -154,7 +154,12 @@ def test_sweep_removes_what_ended_jobs_and_crashed_writes_left(services):
     young.write_bytes(b"in flight")
     before = sorted(p.name for p in settings.checkpoints_dir.iterdir())
     assert len(before) == 3
-    assert sweep(services) == {"checkpoint_folders": 2, "temp_files": 1}
+    assert sweep(services) == {
+        "checkpoint_folders": 2,
+        "temp_files": 1,
+        "version_files": 0,
+        "dataset_files": 0,
+    }
     assert [p.name for p in settings.checkpoints_dir.iterdir()] == [alive.id]
     assert not old.exists() and young.exists()
 
