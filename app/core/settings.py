@@ -93,7 +93,36 @@ class Settings(BaseSettings):
     checkpoint_every: int = Field(1, ge=1, description="epochs between training checkpoints")
     model_cache_models: int = Field(8, ge=1)
     model_cache_bytes: int = Field(1024**3, ge=1024)
-    inference_threads: int = Field(2, ge=1, le=64)
+    inference_threads: int = Field(
+        2, ge=1, le=64, description="forwards running at once (each one model's batch)"
+    )
+    inference_intra_op_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="torch intra-op threads of the API's forwards (0: one per core); "
+        "OMP_WAIT_POLICY is PASSIVE in the API unless set",
+    )
+    predict_max_batch: int = Field(
+        32, ge=1, le=65_536, description="samples in one batched forward, at most"
+    )
+    predict_max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=10_000,
+        description="how long a batch waits for more requests after its first one (0: batch "
+        "only what is already waiting)",
+    )
+    predict_max_queue: int = Field(
+        256, ge=1, description="requests waiting per model version; beyond, 503 + Retry-After"
+    )
+    registry_check_ms: float = Field(
+        50.0,
+        gt=0,
+        le=60_000,
+        description="how often the API asks the job store whether models, versions or aliases "
+        "changed (another process) to refresh the versions it has resolved",
+    )
     worker_liveness_file: Path = Field(
         Path(tempfile.gettempdir()) / "trainserve-worker.alive",
         description="touched every few seconds by a live worker; its health check reads it",

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, BinaryIO
 
 import anyio.to_thread
-from fastapi import APIRouter, Body, Path, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
 from app.api import inference
-from app.api.deps import CacheDep, ServicesDep, StoreDep
+from app.api.batcher import QueueFull
+from app.api.deps import CacheDep, ServicesDep, StoreDep, VersionsDep
 from app.api.schemas import (
     VERSION_MAX,
     AliasIn,
@@ -179,7 +179,7 @@ def delete_alias(name: Name, alias: Alias, store: StoreDep) -> Response:
         e404="no such model, version or alias",
         e422="`version` is not a version number or alias; or a sample has the wrong shape, NaN "
         "or infinity, or there are too many (TRAINSERVE_MAX_PREDICT_SAMPLES)",
-        e503=UNAVAILABLE,
+        e503=UNAVAILABLE + "; or the model's queue is full (with Retry-After)",
     ),
 )
 async def predict(
@@ -188,26 +188,33 @@ async def predict(
     request: Request,
     services: ServicesDep,
     cache: CacheDep,
+    versions: VersionsDep,
     version: Annotated[VersionRef | None, Query(description=VERSION_REF)] = None,
-) -> PredictResponse:
+) -> Response:
     """Predict raw samples; training's normalisation is applied. `version` is a version number
     or an alias; without it, the version of the alias `production` when the model has one,
     else the latest version. The response names the version that answered.
 
     For classification each prediction is a class index, with `probabilities` and `classes`.
     Beyond what the schema states, each sample must have the model's input shape (422).
+    Requests to one version are batched (TRAINSERVE_PREDICT_MAX_BATCH, ..._MAX_WAIT_MS); when
+    its queue is full (TRAINSERVE_PREDICT_MAX_QUEUE) the answer is 503 with Retry-After.
     """
     ref = version_ref(version)
-    row = await run_in_threadpool(services.store.resolve_version, check_name(name), ref)
-    limiter = request.app.state.inference_limiter
+    row = versions.cached(name, ref) or await versions.resolve(check_name(name), ref)
+    executor = request.app.state.inference_executor
     try:
         out = await inference.predict(
-            services, cache, limiter, row, body.inputs, client_gone=request.is_disconnected
+            services, cache, executor, row, body.inputs, client_gone=request.is_disconnected
         )
     except Abandoned:
         log.info("prediction for %s v%d abandoned: the client left", row.model_name, row.version)
         return Response(status_code=CLIENT_CLOSED)  # no one reads it
-    return PredictResponse(**out)
+    except QueueFull as full:
+        retry = {"Retry-After": str(full.retry_after)}
+        raise HTTPException(503, full.detail, headers=retry) from None
+    # Built by the handler: the outputs are already JSON-safe (no second validation pass).
+    return JSONResponse(out)
 
 
 @router.get(

@@ -23,7 +23,15 @@ from app.core.store import JobStore
 from tests.e2e.processes import TRAINSERVE, free_port
 
 REQUEST = {"model_name": "m", "architecture": "mlp", "dataset": "diabetes", "epochs": 3}
-TABLES = {"jobs", "job_evaluations", "models", "model_versions", "datasets", "model_aliases"}
+TABLES = {
+    "jobs",
+    "job_evaluations",
+    "models",
+    "model_versions",
+    "datasets",
+    "model_aliases",
+    "registry_revision",
+}
 
 
 @pytest.fixture
