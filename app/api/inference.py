@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -32,8 +33,11 @@ from app.core.artifacts import ArtifactMissing, weights_key
 from app.core.db import ModelVersion
 from app.core.errors import Unavailable
 from app.core.services import Services
+from app.core.settings import Settings
 from models.errors import CheckpointError
+from models.export import ExportError
 from models.files import sha256_hex, sha256_of_file
+from models.onnx_predictor import OnnxPredictor
 from models.predictor import InputError, Prediction, Predictor, check_inputs
 from models.weights_file import read_card, read_card_from
 
@@ -117,7 +121,7 @@ class ModelCache:
 class ServedModel:
     """A loaded version: its predictor and the batcher that feeds it."""
 
-    predictor: Predictor
+    predictor: Predictor | OnnxPredictor
     batcher: Batcher
 
 
@@ -133,12 +137,40 @@ def load_predictor(services: Services, row: ModelVersion) -> tuple[Predictor, in
     return predictor, len(data)
 
 
+# Where ONNX Runtime answered at least 1.3x faster than eager PyTorch on the service's 2-core
+# machine, at the batch sizes the batcher makes (bench/backends.py, docs/benchmarks.md).
+ONNX_BY_DEFAULT = frozenset({"mnist_convnet", "house_prices_mlp"})
+
+
+def uses_onnx(settings: Settings, architecture: str) -> bool:
+    if settings.predict_backend == "auto":
+        return architecture in ONNX_BY_DEFAULT
+    return settings.predict_backend == "onnx"
+
+
+def with_backend(settings: Settings, predictor: Predictor, what: str) -> Any:
+    """`predictor`, or its ONNX Runtime twin when the settings choose it; an export that fails
+    (or does not match eager) leaves eager in place, with a warning."""
+    if not uses_onnx(settings, predictor.card.architecture):
+        return predictor
+    threads = settings.inference_intra_op_threads or os.cpu_count() or 1
+    try:
+        onnx = OnnxPredictor.export(predictor.model, predictor.card, threads=threads)
+    except ExportError as exc:
+        log.warning("%s: ONNX Runtime refused (%s); answering with eager PyTorch", what, exc)
+        return predictor
+    log.info("%s: answering with ONNX Runtime (%d intra-op threads)", what, threads)
+    return onnx
+
+
 def load_served(
     services: Services, row: ModelVersion, executor: Executor
 ) -> tuple[ServedModel, int]:
-    """`load_predictor`, with a batcher configured from settings."""
-    predictor, size = load_predictor(services, row)
+    """`load_predictor` (in the backend the settings choose), with a batcher configured from
+    settings."""
     settings = services.settings
+    predictor, size = load_predictor(services, row)
+    predictor = with_backend(settings, predictor, _what(row))
     batcher = Batcher(
         forward(predictor, predictor.chunk_size(settings.predict_chunk_bytes)),
         executor,
@@ -150,7 +182,7 @@ def load_served(
     return ServedModel(predictor, batcher), size
 
 
-def forward(predictor: Predictor, chunk: int) -> Callable[..., Prediction]:
+def forward(predictor: Predictor | OnnxPredictor, chunk: int) -> Callable[..., Prediction]:
     """One batch's forward, run in the inference executor: chunks of at most `chunk` samples,
     stopping between them when `stop()` says every client left; JSON-safe outputs."""
 
@@ -291,7 +323,9 @@ async def _watch(client_gone: Callable[[], Awaitable[bool]], gone: threading.Eve
             return
 
 
-def check_budget(predictor: Predictor, n_samples: int, budget: int, row: ModelVersion) -> None:
+def check_budget(
+    predictor: Predictor | OnnxPredictor, n_samples: int, budget: int, row: ModelVersion
+) -> None:
     need = n_samples * predictor.bytes_per_sample
     if need > budget:
         fits = max(1, budget // predictor.bytes_per_sample)

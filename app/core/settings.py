@@ -6,6 +6,7 @@ import ipaddress
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -102,6 +103,12 @@ class Settings(BaseSettings):
         le=256,
         description="torch intra-op threads of the API's forwards (0: one per core); "
         "OMP_WAIT_POLICY is PASSIVE in the API unless set",
+    )
+    predict_backend: Literal["auto", "eager", "onnx"] = Field(
+        "auto",
+        description="how loaded versions run: eager PyTorch, ONNX Runtime (exported when the "
+        "version is loaded, checked against eager), or auto: ONNX Runtime for the built-in "
+        "architectures where it measured at least 1.3x faster (docs/benchmarks.md), else eager",
     )
     predict_max_batch: int = Field(
         32, ge=1, le=65_536, description="samples in one batched forward, at most"

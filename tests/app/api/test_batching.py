@@ -65,11 +65,15 @@ def settings_for(tmp_path, **overrides):
     return make_settings(tmp_path, **(values | overrides))
 
 
-def batcher_of(app, name: str):
-    """The batcher of the one loaded version of `name` (the cache is LRU: one entry here)."""
+def served_of(app, name: str):
+    """The one loaded version of `name` (its predictor and batcher)."""
     entries = [v for k, (v, _) in app.state.model_cache._entries.items() if k[0] == name]
     assert len(entries) == 1
-    return entries[0].batcher
+    return entries[0]
+
+
+def batcher_of(app, name: str):
+    return served_of(app, name).batcher
 
 
 def post_all(url: str, path: str, bodies: list) -> list[httpx.Response]:
@@ -83,30 +87,40 @@ def post_all(url: str, path: str, bodies: list) -> list[httpx.Response]:
         return list(pool.map(post, bodies))
 
 
+@pytest.mark.parametrize("backend", ["eager", "onnx"])
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
-def test_batched_answers_are_the_one_by_one_answers(tmp_path, models, architecture):
+def test_batched_answers_are_the_one_by_one_answers(tmp_path, models, architecture, backend):
+    """Concurrent requests of 1 to 3 samples answered from shared batches get, to 1e-6, what
+    the same loaded model answers to each one alone; and what eager PyTorch answers (ONNX
+    Runtime's export is checked to 1e-5 of eager, relative)."""
     result = models[architecture]
     shape, task = ARCHITECTURES[architecture]
-    app = create_app(settings_for(tmp_path))
+    app = create_app(settings_for(tmp_path, predict_backend=backend))
     generator = torch.Generator().manual_seed(1)
     requests = [torch.rand(1 + i % 3, *shape, generator=generator).tolist() for i in range(10)]
-    alone = Predictor(result.model, result.card)
+    eager = Predictor(result.model, result.card)
     with serve(app) as url:
         publish(app.state.services, "m", result)
         path = "/v1/models/m/predict"
         answers = post_all(url, path, [{"inputs": inputs} for inputs in requests])
-        stats = batcher_of(app, "m").stats
+        served = served_of(app, "m")
+        stats = served.batcher.stats
+    expected_type = "OnnxPredictor" if backend == "onnx" else "Predictor"
+    assert type(served.predictor).__name__ == expected_type
     assert [a.status_code for a in answers] == [200] * len(requests), answers[0].text
     assert stats.batches < len(requests)  # they were batched (at most 64 samples each)
     assert stats.samples == sum(len(r) for r in requests)
     for inputs, answer in zip(requests, answers, strict=True):
-        expected = alone.predict(np.asarray(inputs, dtype=np.float32))
+        samples = np.asarray(inputs, dtype=np.float32)
+        alone, reference = served.predictor.predict(samples), eager.predict(samples)
         got = answer.json()
         if task == "classification":
-            assert got["predictions"] == expected.predictions
-            np.testing.assert_allclose(got["probabilities"], expected.probabilities, atol=1e-6)
+            assert got["predictions"] == alone.predictions == reference.predictions
+            np.testing.assert_allclose(got["probabilities"], alone.probabilities, atol=1e-6)
+            np.testing.assert_allclose(got["probabilities"], reference.probabilities, atol=1e-5)
         else:
-            np.testing.assert_allclose(got["predictions"], expected.predictions, atol=1e-6)
+            np.testing.assert_allclose(got["predictions"], alone.predictions, atol=1e-6)
+            np.testing.assert_allclose(got["predictions"], reference.predictions, rtol=1e-5)
 
 
 def test_a_bad_sample_fails_its_request_alone(tmp_path, models):
@@ -165,7 +179,10 @@ def test_a_client_that_leaves_mid_batch_is_dropped_before_the_forward(tmp_path, 
 
 def test_a_full_queue_answers_503_with_retry_after(tmp_path, models, monkeypatch):
     """One sample per batch; the first forward is held until the queue (2) is full."""
-    app = create_app(settings_for(tmp_path, predict_max_batch=1, predict_max_queue=2))
+    settings = settings_for(
+        tmp_path, predict_max_batch=1, predict_max_queue=2, predict_backend="eager"
+    )
+    app = create_app(settings)
     release = threading.Event()
     original = Predictor.predict
 
