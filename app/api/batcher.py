@@ -10,7 +10,9 @@ so batches grow with the load by themselves). Requests whose client has gone are
 the forward; the rest run as one forward in the inference executor (the request's only thread
 hop), and each request gets its slice of the answer, by index.
 
-A request larger than `max_batch` runs alone. The forward is asked between its chunks whether
+Up to `max_in_flight` batches of one version run at once (TRAINSERVE_INFERENCE_THREADS), so the
+next batch's forward overlaps the hand-out of the last one's answers. A request larger than
+`max_batch` runs alone. The forward is asked between its chunks whether
 any client of the batch is still there, and stops when none is.
 """
 
@@ -72,6 +74,7 @@ class Batcher:
         max_batch: int,
         max_wait_s: float,
         max_queue: int,
+        max_in_flight: int = 1,
         name: str = "",
     ) -> None:
         self._run = run
@@ -79,11 +82,14 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        self.max_in_flight = max_in_flight
         self.name = name
         self._queue: deque[Pending] = deque()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None  # forwards in flight, at most max_in_flight
+        self._forwards: set[asyncio.Task] = set()
         self.stats = BatchStats()
 
     def __len__(self) -> int:
@@ -102,6 +108,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (an app started again, in tests)
             self._loop, self._arrived, self._task = loop, None, None
+            self._slots = asyncio.Semaphore(self.max_in_flight)
         pending = Pending(samples, gone, loop.create_future(), loop.time())
         self._queue.append(pending)
         if self._arrived is not None:
@@ -116,7 +123,14 @@ class Batcher:
         return max(1, math.ceil(batches * self.stats.last_forward_s))
 
     async def _drain(self) -> None:
+        """Batches while requests wait, each started once a forward slot is free (up to
+        `max_in_flight` forwards of this version at once: the next batch runs while the last
+        one's answers are handed out)."""
         while self._queue:
+            await self._slots.acquire()
+            if not self._queue:
+                self._slots.release()
+                return
             batch = await self._collect()
             live = []
             for pending in batch:
@@ -127,8 +141,16 @@ class Batcher:
                     pending.future.set_exception(Abandoned("the client left while it waited"))
                     continue
                 live.append(pending)
-            if live:
-                await self._forward(live)
+            if not live:
+                self._slots.release()
+                continue
+            forward = asyncio.get_running_loop().create_task(self._forward(live))
+            self._forwards.add(forward)  # (a task nobody holds may be collected)
+            forward.add_done_callback(self._forward_done)
+
+    def _forward_done(self, task: asyncio.Task) -> None:
+        self._forwards.discard(task)
+        self._slots.release()
 
     async def _collect(self) -> list[Pending]:
         """The next batch: the first waiting request, then the next ones while they fit in

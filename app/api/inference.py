@@ -177,6 +177,7 @@ def load_served(
         max_batch=settings.predict_max_batch,
         max_wait_s=settings.predict_max_wait_ms / 1000,
         max_queue=settings.predict_max_queue,
+        max_in_flight=settings.inference_threads,
         name=_what(row),
     )
     return ServedModel(predictor, batcher), size

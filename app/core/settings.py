@@ -95,7 +95,11 @@ class Settings(BaseSettings):
     model_cache_models: int = Field(8, ge=1)
     model_cache_bytes: int = Field(1024**3, ge=1024)
     inference_threads: int = Field(
-        2, ge=1, le=64, description="forwards running at once (each one model's batch)"
+        2,
+        ge=1,
+        le=64,
+        description="forwards running at once (each one batch; of one model "
+        "version too, so that a batch runs while the last one's answers are sent)",
     )
     inference_intra_op_threads: int = Field(
         0,

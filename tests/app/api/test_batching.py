@@ -180,7 +180,11 @@ def test_a_client_that_leaves_mid_batch_is_dropped_before_the_forward(tmp_path, 
 def test_a_full_queue_answers_503_with_retry_after(tmp_path, models, monkeypatch):
     """One sample per batch; the first forward is held until the queue (2) is full."""
     settings = settings_for(
-        tmp_path, predict_max_batch=1, predict_max_queue=2, predict_backend="eager"
+        tmp_path,
+        predict_max_batch=1,
+        predict_max_queue=2,
+        predict_backend="eager",
+        inference_threads=1,  # one forward at a time: the held one
     )
     app = create_app(settings)
     release = threading.Event()
