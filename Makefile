@@ -17,12 +17,14 @@ run: $(STAMP)
 
 # Tools the tests drive as real programs: docker-compose (validates the compose file without an
 # engine), redis-server (started by the tests when no Redis answers) and chromium (renders /docs
-# and /redoc offline, tests/app/api/test_docs.py). Installed when missing.
+# and /redoc offline, tests/app/api/test_docs.py), wrk (bench/predict.py's load). Installed when
+# missing.
 system-packages:
 	@missing=""; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \

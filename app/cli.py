@@ -92,9 +92,13 @@ def api(_args: argparse.Namespace, supervisor=None) -> int:
     settings = get_settings()
     _check_database(settings)  # before importing the app (torch and all: seconds)
 
+    from app.api import threads
+
+    threads.before_torch()  # the OpenMP wait policy is read when torch loads
     from app.api.main import create_app
     from app.api.server import serve
 
+    threads.set_torch_threads(settings)
     _announce(settings)
     app = create_app(settings)
     app.state.worker_supervisor = supervisor  # `serve`'s own worker, for /readyz

@@ -40,6 +40,9 @@ def check_inputs(inputs: Any, input_shape: tuple[int, ...], max_samples: int) ->
         raise InputError(f"inputs must be a non-empty list of samples, each of shape {expected}")
     if len(inputs) > max_samples:
         raise InputError(f"too many samples: {len(inputs)} > the limit of {max_samples}")
+    fast = _all_at_once(inputs, input_shape, size)
+    if fast is not None:
+        return fast
     out = np.empty((len(inputs), *input_shape), dtype=np.float32)
     for i, sample in enumerate(inputs):
         try:
@@ -61,6 +64,22 @@ def check_inputs(inputs: Any, input_shape: tuple[int, ...], max_samples: int) ->
             raise InputError(f"sample {i} holds a number too large for float32")
         out[i] = array.reshape(input_shape)
     return out
+
+
+def _all_at_once(inputs: Any, input_shape: tuple[int, ...], size: int) -> np.ndarray | None:
+    """The samples in one conversion when they are all well-formed (the common case, several
+    times faster than sample by sample); None when any is not, for `check_inputs` to name it."""
+    try:
+        with np.errstate(over="ignore"):  # beyond float32: infinity, refused just below
+            array = np.asarray(inputs, dtype=np.float32)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    n = len(inputs)
+    if array.shape != (n, *input_shape) and array.shape != (n, size):
+        return None
+    if not np.isfinite(array).all():
+        return None
+    return array.reshape((n, *input_shape))
 
 
 class Predictor:

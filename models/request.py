@@ -42,8 +42,13 @@ def check_nesting(value: Any, limit: int = MAX_NESTING) -> Any:
                 f"nested more than {limit} levels deep (lists and objects); the limit is {limit}"
             )
         children = item.values() if isinstance(item, dict) else item
+        if LEAVES.issuperset(map(type, children)):  # only numbers, strings...: nothing below
+            continue
         stack.extend((child, depth + 1) for child in children)
     return value
+
+
+LEAVES = frozenset({int, float, str, bool, type(None)})  # JSON's scalars, as parsed
 
 
 def finite(value: Any, where: str = "") -> Any:

@@ -1,4 +1,7 @@
-"""Request-scoped dependencies as Annotated aliases (FastAPI full-stack template style)."""
+"""Request-scoped dependencies as Annotated aliases (FastAPI full-stack template style).
+
+They are `async def`: each is a few attribute reads, and FastAPI runs a plain `def` dependency
+in a worker thread (a thread round trip per dependency per request)."""
 
 from __future__ import annotations
 
@@ -19,22 +22,22 @@ bearer = HTTPBearer(
 )
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_store(services: ServicesDep) -> JobStore:
+async def get_store(services: ServicesDep) -> JobStore:
     return services.store
 
 
-def get_model_cache(request: Request) -> ModelCache:
+async def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache
 
 
@@ -43,7 +46,7 @@ StoreDep = Annotated[JobStore, Depends(get_store)]
 CacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 
 
-def require_key(
+async def require_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str:

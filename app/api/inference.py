@@ -1,37 +1,55 @@
-"""Serving predictions: a bounded cache of loaded models, and predict off the event loop.
+"""Serving predictions: a bounded cache of loaded models, each with its batcher.
 
 Like TorchServe's handler: a model version is loaded once per process (bytes -> sha256 check
 against its row -> module in eval mode), then each call is validate -> inference -> response.
 The cache is an LRU bounded by the number of models and their weight bytes; a per-key lock
-makes concurrent first requests for one version load it once.
+makes concurrent first requests for one version load it once. Its key holds the weights'
+sha256, so a version number given again to other weights (a model deleted and trained anew)
+is never answered by the old ones.
+
+The hot path (a loaded version) runs on the event loop up to the forward: the cache is read
+without a thread, samples are validated and budgeted before they are queued, and the batch's
+forward in the inference executor is the request's one thread hop (app/api/batcher.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import anyio
 import anyio.to_thread
+import numpy as np
 
+from app.api.batcher import Batcher
 from app.core.artifacts import ArtifactMissing, weights_key
 from app.core.db import ModelVersion
 from app.core.errors import Unavailable
 from app.core.services import Services
+from app.core.settings import Settings
 from models.errors import CheckpointError
+from models.export import ExportError
 from models.files import sha256_hex, sha256_of_file
-from models.predictor import Abandoned, InputError, Predictor, check_inputs
+from models.onnx_predictor import OnnxPredictor
+from models.predictor import InputError, Prediction, Predictor, check_inputs
 from models.weights_file import read_card, read_card_from
 
 log = logging.getLogger(__name__)
 
 DISCONNECT_POLL_S = 0.05  # how often a running prediction asks whether its client is there
 
-Key = tuple[str, int]
+Key = tuple[str, int, str]  # model name, version, sha256 of its weights
+
+
+def cache_key(row: ModelVersion) -> Key:
+    return (row.model_name, row.version, row.sha256)
 
 
 class ModelCache:
@@ -71,6 +89,10 @@ class ModelCache:
             self._key_locks.pop(key, None)
         return value
 
+    def peek(self, key: Key) -> Any:
+        """The cached value for `key` or None, never loading (cheap: for the event loop)."""
+        return self._lookup(key)
+
     def _lookup(self, key: Key) -> Any:
         with self._lock:
             entry = self._entries.get(key)
@@ -88,11 +110,19 @@ class ModelCache:
             ):
                 evicted, (_, evicted_size) = self._entries.popitem(last=False)
                 total -= evicted_size
-                log.info("model cache: evicted %s version %d", *evicted)
+                log.info("model cache: evicted %s version %d", *evicted[:2])
 
     def discard(self, key: Key) -> None:
         with self._lock:
             self._entries.pop(key, None)
+
+
+@dataclass
+class ServedModel:
+    """A loaded version: its predictor and the batcher that feeds it."""
+
+    predictor: Predictor | OnnxPredictor
+    batcher: Batcher
 
 
 def load_predictor(services: Services, row: ModelVersion) -> tuple[Predictor, int]:
@@ -105,6 +135,67 @@ def load_predictor(services: Services, row: ModelVersion) -> tuple[Predictor, in
         raise Unavailable(f"the weights of {what} cannot be loaded: {exc}") from None
     log.info("loaded %s (%d bytes)", what, len(data))
     return predictor, len(data)
+
+
+# Where ONNX Runtime answered at least 1.3x faster than eager PyTorch on the service's 2-core
+# machine, at the batch sizes the batcher makes (bench/backends.py, docs/benchmarks.md).
+ONNX_BY_DEFAULT = frozenset({"mnist_convnet", "house_prices_mlp"})
+
+
+def uses_onnx(settings: Settings, architecture: str) -> bool:
+    if settings.predict_backend == "auto":
+        return architecture in ONNX_BY_DEFAULT
+    return settings.predict_backend == "onnx"
+
+
+def with_backend(settings: Settings, predictor: Predictor, what: str) -> Any:
+    """`predictor`, or its ONNX Runtime twin when the settings choose it; an export that fails
+    (or does not match eager) leaves eager in place, with a warning."""
+    if not uses_onnx(settings, predictor.card.architecture):
+        return predictor
+    threads = settings.inference_intra_op_threads or os.cpu_count() or 1
+    try:
+        onnx = OnnxPredictor.export(predictor.model, predictor.card, threads=threads)
+    except ExportError as exc:
+        log.warning("%s: ONNX Runtime refused (%s); answering with eager PyTorch", what, exc)
+        return predictor
+    log.info("%s: answering with ONNX Runtime (%d intra-op threads)", what, threads)
+    return onnx
+
+
+def load_served(
+    services: Services, row: ModelVersion, executor: Executor
+) -> tuple[ServedModel, int]:
+    """`load_predictor` (in the backend the settings choose), with a batcher configured from
+    settings."""
+    settings = services.settings
+    predictor, size = load_predictor(services, row)
+    predictor = with_backend(settings, predictor, _what(row))
+    batcher = Batcher(
+        forward(predictor, predictor.chunk_size(settings.predict_chunk_bytes)),
+        executor,
+        max_batch=settings.predict_max_batch,
+        max_wait_s=settings.predict_max_wait_ms / 1000,
+        max_queue=settings.predict_max_queue,
+        max_in_flight=settings.inference_threads,
+        name=_what(row),
+    )
+    return ServedModel(predictor, batcher), size
+
+
+def forward(predictor: Predictor | OnnxPredictor, chunk: int) -> Callable[..., Prediction]:
+    """One batch's forward, run in the inference executor: chunks of at most `chunk` samples,
+    stopping between them when `stop()` says every client left; JSON-safe outputs."""
+
+    def run(samples: np.ndarray, stop: Callable[[], bool]) -> Prediction:
+        result = predictor.predict(samples, chunk=chunk, stop=stop)
+        probabilities = result.probabilities
+        return Prediction(
+            _finite_or_none(result.predictions),
+            None if probabilities is None else _finite_or_none(probabilities),
+        )
+
+    return run
 
 
 def verified_weights(services: Services, row: ModelVersion) -> bytes:
@@ -176,16 +267,18 @@ def _check_weights(
 async def predict(
     services: Services,
     cache: ModelCache,
-    limiter: anyio.CapacityLimiter,
+    executor: Executor,
     row: ModelVersion,
     inputs: list[Any],
     client_gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> dict[str, Any]:
-    """Validate `inputs`, run the model in a worker thread (bounded by `limiter`), answer.
+    """Validate `inputs`, queue them on the version's batcher, answer.
 
     A request is budgeted by samples x the model's activation bytes per sample (known when the
-    model is loaded), runs in chunks that bound one forward's memory, and stops between chunks
-    once `client_gone()` says its client left (also while it waits for the limiter)."""
+    model is loaded) and refused alone when its samples are bad (422), before it is queued.
+    Forwards run in chunks that bound their memory; a request whose client left (asked every
+    DISCONNECT_POLL_S) is dropped before its forward, and a forward stops between chunks once
+    every client of its batch left (Abandoned). A full queue raises batcher.QueueFull."""
     settings = services.settings
     max_samples = settings.max_predict_samples
     if len(inputs) > max_samples:
@@ -193,34 +286,47 @@ async def predict(
             f"too many samples: {len(inputs)} > the limit of {max_samples} "
             "(TRAINSERVE_MAX_PREDICT_SAMPLES); send them in several requests"
         )
-    key = (row.model_name, row.version)
-    predictor = await anyio.to_thread.run_sync(
-        cache.get, key, lambda: load_predictor(services, row)
-    )
-
+    key = cache_key(row)
+    served = cache.peek(key)
+    if served is None:
+        served = await anyio.to_thread.run_sync(
+            cache.get, key, lambda: load_served(services, row, executor)
+        )
+    predictor = served.predictor
     check_budget(predictor, len(inputs), settings.max_predict_work_bytes, row)
+    samples = check_inputs(inputs, predictor.input_shape, max_samples)
     gone = threading.Event()
-
-    def run() -> Any:
-        if gone.is_set():
-            raise Abandoned("the client left while the request waited")
-        samples = check_inputs(inputs, predictor.input_shape, max_samples)
-        chunk = predictor.chunk_size(settings.predict_chunk_bytes)
-        return predictor.predict(samples, chunk=chunk, stop=gone.is_set)
-
-    result = await _unless_abandoned(run, limiter, client_gone, gone)
+    watcher = None
+    if client_gone is not None:
+        watcher = asyncio.get_running_loop().create_task(_watch(client_gone, gone))
+    try:
+        result = await served.batcher.submit(samples, gone)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
     out: dict[str, Any] = {
         "model_name": row.model_name,
         "version": row.version,
-        "predictions": _finite_or_none(result.predictions),
+        "predictions": result.predictions,
     }
     if result.probabilities is not None:
-        out["probabilities"] = _finite_or_none(result.probabilities)
+        out["probabilities"] = result.probabilities
         out["classes"] = predictor.card.classes
     return out
 
 
-def check_budget(predictor: Predictor, n_samples: int, budget: int, row: ModelVersion) -> None:
+async def _watch(client_gone: Callable[[], Awaitable[bool]], gone: threading.Event) -> None:
+    """Set `gone` once the client left (asked every DISCONNECT_POLL_S, first after one)."""
+    while True:
+        await asyncio.sleep(DISCONNECT_POLL_S)
+        if await client_gone():
+            gone.set()
+            return
+
+
+def check_budget(
+    predictor: Predictor | OnnxPredictor, n_samples: int, budget: int, row: ModelVersion
+) -> None:
     need = n_samples * predictor.bytes_per_sample
     if need > budget:
         fits = max(1, budget // predictor.bytes_per_sample)
@@ -231,35 +337,6 @@ def check_budget(predictor: Predictor, n_samples: int, budget: int, row: ModelVe
             f"{budget / 1024**2:.0f} MiB (TRAINSERVE_MAX_PREDICT_WORK_BYTES); send at most "
             f"{fits} samples per request"
         )
-
-
-async def _unless_abandoned(
-    run: Callable[[], Any],
-    limiter: anyio.CapacityLimiter,
-    client_gone: Callable[[], Awaitable[bool]] | None,
-    gone: threading.Event,
-) -> Any:
-    """`run()` in a worker thread while a task watches the client; when the client leaves,
-    `gone` is set and `run` stops at its next chunk (a thread cannot be interrupted)."""
-    if client_gone is None:
-        return await anyio.to_thread.run_sync(run, limiter=limiter)
-
-    async def watch() -> None:
-        while not await client_gone():
-            await anyio.sleep(DISCONNECT_POLL_S)
-        gone.set()
-
-    error: Exception | None = None
-    async with anyio.create_task_group() as tasks:  # (it would wrap an error in a group)
-        tasks.start_soon(watch)
-        try:
-            result = await anyio.to_thread.run_sync(run, limiter=limiter)
-        except Exception as exc:
-            error = exc
-        tasks.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    return result
 
 
 def _finite_or_none(values: Any) -> Any:

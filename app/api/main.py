@@ -6,7 +6,10 @@ app = create_app(settings, services)    # tests and the command line
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,6 +25,7 @@ from app.api.middleware import SECURED_PREFIX, GuardMiddleware
 from app.api.routes import catalogue, datasets, health, jobs, registry, workers
 from app.api.routes.docs import add_docs
 from app.api.schemas import ErrorOut, error_responses
+from app.api.versions import VersionCache
 from app.core.reaper import Reaper
 from app.core.services import Services, build_services
 from app.core.settings import Settings, get_settings
@@ -68,13 +72,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is None:
             app.state.services = await anyio.to_thread.run_sync(build_services, settings)
-        app.state.inference_limiter = anyio.CapacityLimiter(settings.inference_threads)
+        versions = VersionCache(app.state.services.store, settings.registry_check_ms / 1000)
+        app.state.versions = versions
+        await versions.check()
+        checks = asyncio.get_running_loop().create_task(versions.run(), name="registry checks")
         reaper = Reaper(app.state.services)
         reaper.start()
         try:
             yield
         finally:
             reaper.stop()
+            checks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checks
 
     app = TrainserveAPI(
         title="trainserve",
@@ -89,6 +99,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.settings = settings
     app.state.api_keys = keys
     app.state.model_cache = ModelCache(settings.model_cache_models, settings.model_cache_bytes)
+    # Forwards (one batch each) run here: one per model version at a time, this many at once.
+    # Its threads start on demand and outlive a lifespan (the cached models' batchers use it).
+    app.state.inference_executor = ThreadPoolExecutor(
+        settings.inference_threads, thread_name_prefix="inference"
+    )
     app.state.upload_limiter = anyio.CapacityLimiter(settings.max_parallel_uploads)
     app.state.job_events = JobEvents(settings.max_streams_per_key)  # shared event pollers
     if services is not None:

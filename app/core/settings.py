@@ -6,6 +6,7 @@ import ipaddress
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -114,7 +115,46 @@ class Settings(BaseSettings):
     checkpoint_every: int = Field(1, ge=1, description="epochs between training checkpoints")
     model_cache_models: int = Field(8, ge=1)
     model_cache_bytes: int = Field(1024**3, ge=1024)
-    inference_threads: int = Field(2, ge=1, le=64)
+    inference_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="forwards running at once (each one batch; of one model "
+        "version too, so that a batch runs while the last one's answers are sent)",
+    )
+    inference_intra_op_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="torch intra-op threads of the API's forwards (0: one per core); "
+        "OMP_WAIT_POLICY is PASSIVE in the API unless set",
+    )
+    predict_backend: Literal["auto", "eager", "onnx"] = Field(
+        "auto",
+        description="how loaded versions run: eager PyTorch, ONNX Runtime (exported when the "
+        "version is loaded, checked against eager), or auto: ONNX Runtime for the built-in "
+        "architectures where it measured at least 1.3x faster (docs/benchmarks.md), else eager",
+    )
+    predict_max_batch: int = Field(
+        32, ge=1, le=65_536, description="samples in one batched forward, at most"
+    )
+    predict_max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=10_000,
+        description="how long a batch waits for more requests after its first one (0: batch "
+        "only what is already waiting)",
+    )
+    predict_max_queue: int = Field(
+        256, ge=1, description="requests waiting per model version; beyond, 503 + Retry-After"
+    )
+    registry_check_ms: float = Field(
+        50.0,
+        gt=0,
+        le=60_000,
+        description="how often the API asks the job store whether models, versions or aliases "
+        "changed (another process) to refresh the versions it has resolved",
+    )
     worker_stale_seconds: float = Field(
         60.0, gt=0, description="a worker whose device heartbeat is older is not counted"
     )

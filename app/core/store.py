@@ -31,6 +31,7 @@ from app.core.db import (
     ModelAlias,
     ModelVersion,
     RegisteredModel,
+    RegistryRevision,
     UploadedDataset,
     Worker,
     utcnow,
@@ -511,13 +512,26 @@ class JobStore:
         return self._run(read)
 
     def get_version(self, name: str, version: int | None) -> ModelVersion:
-        model, versions = self.get_model(name)
-        wanted = model.latest_version if version is None else version
-        for row in versions:
-            if row.version == wanted:
-                return row
-        known = ", ".join(str(v.version) for v in versions)
-        raise NotFound(f"model '{name}' has no version {wanted}; versions: {known}")
+        """One version (None: the latest), read by its key: not every version of the model."""
+
+        def read(session: Session) -> ModelVersion:
+            model = self._registered(session, name)
+            wanted = model.latest_version if version is None else version
+            row = session.get(ModelVersion, (name, wanted))
+            if row is None:
+                stmt = select(ModelVersion.version).where(ModelVersion.model_name == name)
+                stmt = stmt.order_by(ModelVersion.version)
+                known = ", ".join(str(v) for v in session.scalars(stmt))
+                raise NotFound(f"model '{name}' has no version {wanted}; versions: {known}")
+            return row
+
+        return self._run(read)
+
+    def registry_revision(self) -> int:
+        """A number that changes whenever models, versions or aliases change, by any process
+        (bumped by database triggers, migration 0003_i9): cached lookups compare it."""
+        stmt = select(RegistryRevision.revision).where(RegistryRevision.id == 1)
+        return self._run(lambda s: s.scalar(stmt)) or 0
 
     # -- aliases: user-chosen names of versions (`production`) ----------------------------
 

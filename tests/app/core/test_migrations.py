@@ -32,6 +32,7 @@ TABLES = {
     "datasets",
     "model_aliases",
     "workers",
+    "registry_revision",
 }
 
 

@@ -4,6 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from app.core.db import make_engine, make_session_factory
 from app.core.errors import Conflict, LeaseLost, NotFound, TooLarge
@@ -180,3 +181,35 @@ def test_aliases_are_set_moved_resolved_and_deleted(store):
     assert store.resolve_version("m", None).version == 3
     with pytest.raises(NotFound, match="staging"):
         store.resolve_version("m", "production")
+
+
+def test_the_registry_revision_moves_with_every_change_of_models_versions_and_aliases(store):
+    """Bumped by the database's triggers (migration 0003_i9): by the store's own writes, by
+    any other SQL (another process, a deletion), never by reads or by jobs."""
+    seen = [store.registry_revision()]
+
+    def moved() -> bool:
+        seen.append(store.registry_revision())
+        return seen[-1] != seen[-2]
+
+    job, _ = store.create_job(REQUEST)
+    lease = store.claim(job.id, "w")
+    assert not moved()  # jobs are not the registry
+    store.publish_version(job.id, lease, VERSION_FIELDS, lambda v: ("0" * 64, 1))
+    assert moved()
+    store.resolve_version("m", None)
+    store.get_version("m", 1)
+    assert not moved()
+    store.set_alias("m", "production", 1)
+    assert moved()
+    store.set_alias("m", "production", 1)  # the same value again: still a write
+    assert moved()
+    store.delete_alias("m", "production")
+    assert moved()
+    store.mark_corrupt("m", 1)
+    assert moved()
+    with store._sessions.begin() as session:  # what a deletion elsewhere would do
+        session.execute(text("DELETE FROM model_versions WHERE model_name = 'm'"))
+    assert moved()
+    with pytest.raises(NotFound, match="no version 1"):
+        store.get_version("m", 1)
