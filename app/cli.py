@@ -118,6 +118,8 @@ def api_command() -> int:
 
 def api(supervisor=None) -> int:
     settings = _setup()
+    if supervisor is None:  # `serve` prepared it before starting its worker
+        _metrics_dir(settings)
     _check_database(settings)  # before importing the app (torch and all: seconds)
 
     from app.api.main import create_app
@@ -133,10 +135,26 @@ def api(supervisor=None) -> int:
 @cli.command()
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, help="jobs at once")
 @click.option("--queues", default="training", show_default=True, help="comma-separated queues")
-def worker(concurrency: int, queues: str) -> int:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="serve this worker's Prometheus metrics on this port (a worker on another host)",
+)
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, help="with --metrics-port")
+def worker(concurrency: int, queues: str, metrics_port: int | None, metrics_host: str) -> int:
     """A Celery worker taking training jobs."""
     settings = _setup()
+    import torch
+
+    from app.core import metrics
     from workers.celery_app import celery_app
+
+    metrics.worker_started(concurrency, "cuda" if torch.cuda.is_available() else "cpu")
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
+        log.info("worker metrics on http://%s:%d/metrics", metrics_host, metrics_port)
 
     settings.make_dirs()
     _check_database(settings)
@@ -167,6 +185,7 @@ def serve() -> int:
     _check_database(settings)  # migrates the embedded default once, before the worker starts
     from app.core.supervisor import WorkerSupervisor
 
+    _metrics_dir(settings)  # before the worker starts: it writes its metrics there too
     supervisor = WorkerSupervisor([sys.executable, "-m", "app.cli", "worker"], os.environ.copy())
     supervisor.start()  # a worker that dies (out of memory, kill -9) is started again
     # uvicorn shuts down cleanly on SIGINT/SIGTERM, then re-raises the signal to the handler
@@ -188,6 +207,15 @@ class _Stop(Exception):
 
 def _raise_stop(_signum, _frame) -> None:
     raise _Stop
+
+
+def _metrics_dir(settings) -> None:
+    """prometheus-client's multiprocess mode, in <data dir>/prometheus emptied now: every
+    process of this API (and `serve`'s worker) adds to GET /metrics. Before any import of
+    prometheus_client."""
+    from app.core.metrics_dir import use_multiprocess_dir
+
+    use_multiprocess_dir(settings.metrics_dir)
 
 
 def _check_database(settings) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from datetime import UTC, datetime
 
 import torch
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from app.core import metrics
 from app.core.artifacts import weights_key
 from app.core.cleanup import checkpoint_dir, remove_checkpoints
 from app.core.datasets import load_upload
@@ -24,7 +26,14 @@ from models.errors import (
 )
 from models.request import TrainingRequest
 from models.training import TrainingResult, run_training
-from workers.progress import Deadline, Heartbeat, Interrupted, JobTimeout, StoreProgress
+from workers.progress import (
+    Deadline,
+    EpochCounter,
+    Heartbeat,
+    Interrupted,
+    JobTimeout,
+    StoreProgress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +62,8 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
         log.info("job %s is not queued (already running, ended or unknown): skipped", job_id)
         return "skipped"
     try:
-        return _run_claimed(job_id, lease, services)
+        with metrics.busy_slot():
+            return _run_claimed(job_id, lease, services)
     except LeaseLost:
         log.warning("job %s: lease %d lost to another claim; stopping", job_id, lease)
         return "lost"
@@ -72,9 +82,11 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
         job.dataset,
         job.attempts,
     )
+    if job.attempts == 1 and job.started_at is not None:  # submission -> first start
+        metrics.job_started((_utc(job.started_at) - _utc(job.created_at)).total_seconds())
     deadline = Deadline(settings.max_job_seconds, already=store.running_seconds(job_id))
     if deadline.remaining() <= 0:
-        return _fail(services, job_id, lease, deadline.message(job.epoch))
+        return _fail(services, job_id, lease, deadline.message(job.epoch), "timeout", deadline)
     config = TrainingRequest.from_stored(job.request)
     checkpoints = checkpoint_dir(settings, job_id)
     checkpointing = Checkpointing(checkpoints, every=settings.checkpoint_every, keep=2)
@@ -86,7 +98,7 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
                 data_dir=settings.data_dir,
                 allow_download=settings.allow_downloads,
                 dataset=_uploaded_dataset(services, config.dataset),
-                callbacks=[checkpointing, progress, deadline],
+                callbacks=[checkpointing, progress, deadline, EpochCounter(config.architecture)],
                 resume_from=checkpoints if checkpoints.is_dir() else None,
             )
     except Interrupted:
@@ -100,22 +112,26 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
         log.info("job %s: worker shutting down; the job is now %s", job_id, status)
         if status == JobStatus.cancelled:
             remove_checkpoints(settings, job_id)
+            metrics.job_finished(status, deadline.elapsed())
         return str(status)
     except (JobTimeout, *USER_ERRORS) as exc:
-        return _fail(services, job_id, lease, str(exc))
+        return _fail(services, job_id, lease, str(exc), failure_reason(exc), deadline)
     except torch.cuda.OutOfMemoryError:
         error = "ran out of GPU memory; lower batch_size or choose a smaller architecture"
-        return _fail(services, job_id, lease, error)
+        return _fail(services, job_id, lease, error, "out_of_memory", deadline)
     except (LeaseLost, *STORE_DOWN):
         raise
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            return _fail(services, job_id, lease, NO_SPACE.format(what="training checkpoints"))
+            error = NO_SPACE.format(what="training checkpoints")
+            return _fail(services, job_id, lease, error, "no_space", deadline)
         log.exception("job %s failed", job_id)
-        return _fail(services, job_id, lease, f"training failed: {type(exc).__name__}: {exc}")
+        error = f"training failed: {type(exc).__name__}: {exc}"
+        return _fail(services, job_id, lease, error, "error", deadline)
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        return _fail(services, job_id, lease, f"training failed: {type(exc).__name__}: {exc}")
+        error = f"training failed: {type(exc).__name__}: {exc}"
+        return _fail(services, job_id, lease, error, "error", deadline)
 
     if progress.cancelled:
         store.finish(job_id, lease, JobStatus.cancelled)
@@ -124,13 +140,19 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
         try:
             version = publish_result(services, job_id, lease, job.model_name, result)
         except NoSpace:
-            return _fail(services, job_id, lease, NO_SPACE.format(what="model weights"))
+            error = NO_SPACE.format(what="model weights")
+            return _fail(services, job_id, lease, error, "no_space", deadline)
         log.info(
             "job %s: published %s v%d %s", job_id, job.model_name, version, result.final_metrics
         )
         status = JobStatus.succeeded
     remove_checkpoints(settings, job_id)
+    metrics.job_finished(status, deadline.elapsed())
     return status
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _uploaded_dataset(services: Services, name: str):
@@ -159,7 +181,24 @@ def publish_result(
     return services.store.publish_version(job_id, lease, fields, write)
 
 
-def _fail(services: Services, job_id: str, lease: int, error: str) -> str:
+def _fail(
+    services: Services, job_id: str, lease: int, error: str, reason: str, deadline: Deadline
+) -> str:
     services.store.finish(job_id, lease, JobStatus.failed, error=error)
     remove_checkpoints(services.settings, job_id)
+    metrics.job_finished(JobStatus.failed, deadline.elapsed(), reason)
     return JobStatus.failed
+
+
+FAILURE_REASONS = {  # trainserve_job_failures_total's reason label: a bounded set
+    JobTimeout: "timeout",
+    DivergedError: "diverged",
+    CatalogueError: "invalid_request",
+    DataFormatError: "data",
+    DatasetUnavailableError: "dataset_unavailable",
+    Unavailable: "unavailable",
+}
+
+
+def failure_reason(exc: Exception) -> str:
+    return next((r for cls, r in FAILURE_REASONS.items() if isinstance(exc, cls)), "error")

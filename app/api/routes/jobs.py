@@ -17,6 +17,7 @@ from app.api.deps import KeyDep, ServicesDep, SettingsDep, StoreDep
 from app.api.events import CLOSED, JobEvents, Update, job_update
 from app.api.schemas import History, JobList, JobOut, JobRequest, error_responses
 from app.api.validation import validate_job
+from app.core import metrics
 from app.core.cleanup import remove_checkpoints
 from app.core.db import JobStatus
 from app.core.errors import Conflict, Invalid, NotFound, TooLarge, Unavailable
@@ -132,6 +133,7 @@ def submit_job(
         # Still queued: send the wake-up again (harmless twice; needed if the first send failed).
     _enqueue(services, job.id)
     if created:
+        metrics.job_submitted()
         log.info("job %s queued: %s on %s", job.id, job.architecture, job.dataset)
     return JobOut.from_row(job)
 
