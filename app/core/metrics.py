@@ -204,6 +204,29 @@ def exposition(collectors: Iterable[Any] = ()) -> tuple[bytes, str]:
     return generate_latest(registry) + generate_latest(extra), CONTENT_TYPE_LATEST
 
 
+# The gauges StoreCollector yields (read from the store at scrape time).
+STORE_METRICS = (
+    "trainserve_jobs",
+    "trainserve_queue_depth",
+    "trainserve_job_heartbeat_age_seconds",
+    "trainserve_broker_messages",
+)
+
+
+def sample_names() -> set[str]:
+    """Every sample name this service can expose (histograms' _bucket/_sum/_count, counters'
+    _total): what dashboards and alerts may reference."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    names = set(STORE_METRICS)
+    suffixes = {"histogram": ("_bucket", "_sum", "_count"), "counter": ("_total",)}
+    for metric in globals().values():
+        if isinstance(metric, MetricWrapperBase):
+            for family in metric.describe():
+                names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+    return names
+
+
 class StoreCollector:
     """Job counts by status, the queue's depth (the store's queued jobs and the broker's
     waiting messages) and each running job's heartbeat age, read when scraped."""
