@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -15,7 +16,14 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from app.api.deps import KeyDep, ServicesDep, SettingsDep, StoreDep
 from app.api.events import CLOSED, JobEvents, Update, job_update
-from app.api.schemas import History, JobList, JobOut, JobRequest, error_responses
+from app.api.schemas import (
+    JOB_OUT_EXAMPLE,
+    History,
+    JobList,
+    JobOut,
+    JobRequest,
+    error_responses,
+)
 from app.api.validation import validate_job
 from app.core import metrics
 from app.core.cleanup import remove_checkpoints
@@ -247,7 +255,13 @@ class EventStream(StreamingResponse):
         200: {
             "description": "`event: job` with the job as JSON data, first at once, then whenever "
             "status, progress or metrics change; the stream ends after a terminal status",
-            "content": {"text/event-stream": {"schema": JOB_EVENT}},
+            "content": {
+                "text/event-stream": {
+                    "schema": JOB_EVENT,
+                    "example": f"event: job\ndata: {json.dumps(JOB_OUT_EXAMPLE)}\n\n"
+                    ": keep-alive\n\n",
+                }
+            },
         },
         **NOT_FOUND,
         429: {

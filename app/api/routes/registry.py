@@ -217,7 +217,9 @@ async def predict(
         200: {
             "description": "the weights as safetensors, with the architecture, its parameters "
             "and the preprocessing statistics in the metadata (key 'trainserve')",
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
         },
         **error_responses(
             404,
