@@ -137,20 +137,26 @@ class ProgressBar:
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
 
         self.job_id = job_id
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
+        self.progress = Progress(  # fixed widths; the metrics get the rest of the line, cut
+            TextColumn("[bold]{task.description}", table_column=Column(width=9, no_wrap=True)),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[metrics]}"),
+            TextColumn(
+                "{task.fields[metrics]}",
+                table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"),
+            ),
+            expand=True,
         )
-        self.task = self.progress.add_task(f"{job_id[:8]} queued", total=None, metrics="")
+        self.task = self.progress.add_task("queued", total=None, metrics="")
 
     def __enter__(self) -> ProgressBar:
+        self.progress.console.print(f"job {self.job_id}")
         self.progress.start()
         return self
 
@@ -162,7 +168,7 @@ class ProgressBar:
         progress = job.get("progress") or {}
         self.progress.update(
             self.task,
-            description=f"{self.job_id[:8]} {job['status']}",
+            description=job["status"],
             total=progress.get("epochs") or None,
             completed=progress.get("epoch", 0),
             metrics=metrics_text(job.get("metrics")),

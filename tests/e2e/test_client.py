@@ -3,10 +3,12 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 
+import httpx
 import pytest
 
 from models.weights_file import read_card
@@ -27,12 +29,14 @@ def served(tmp_path_factory):
 
 def cli(served, *args, input=None, env=None, timeout=180):
     """`trainserve ARGS` from the served folder: the URL from TRAINSERVE_PORT and the key from
-    `.trainserve/api_key`, as on the machine that runs `trainserve serve`."""
+    `.trainserve/api_key`, as on the machine that runs `trainserve serve`. (`script ...`: that
+    command instead.)"""
     proc, url, cwd = served
     base = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
     base["TRAINSERVE_PORT"] = url.rsplit(":", 1)[1]
+    argv = list(args) if args[0] == "script" else [TRAINSERVE, *args]
     return subprocess.run(
-        [TRAINSERVE, *args],
+        argv,
         cwd=cwd,
         env={**base, **(env or {})},
         input=input,
@@ -107,6 +111,12 @@ def test_submit_wait_predict_download_round_trip(served):
     watched = cli(served, "jobs", "watch", job["id"])
     assert watched.returncode == 0
     assert f"job {job['id']}: succeeded epoch 5/5 train_loss=" in watched.stdout
+    # on a terminal (a pseudo-terminal from `script`): rich's progress bar
+    on_tty = cli(served, "script", "-qec", f"{TRAINSERVE} jobs watch {job['id']}", "/dev/null")
+    assert on_tty.returncode == 0, on_tty.stdout
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", on_tty.stdout)  # colours, cursor
+    assert "\u2501" in screen and "5/5" in screen  # the bar's segments, epoch/epochs
+    assert f"job {job['id']}: succeeded" not in screen  # no plain lines
 
 
 def test_submit_from_a_file_and_upload_a_dataset(served):
@@ -248,3 +258,30 @@ def test_a_server_that_is_down_exits_2(served):
     assert f"cannot reach the trainserve API at {down}" in result.stderr
     assert result.stdout == ""
     no_trace(result)
+
+
+def test_watch_polls_when_it_gets_no_stream(tmp_path):
+    """All of the key's event streams are taken (429): watch follows the job by polling."""
+    with embedded_serve(tmp_path, {"TRAINSERVE_MAX_STREAMS_PER_KEY": "1"}) as (proc, url):
+        served = (proc, url, tmp_path)
+        submitted = cli(
+            served,
+            "jobs",
+            "submit",
+            "--model-name",
+            "polled",
+            *HOUSE,
+            "--epochs",
+            "300",
+            "-o",
+            "json",
+        )
+        job_id = json.loads(submitted.stdout)["id"]
+        key = (tmp_path / ".trainserve" / "api_key").read_text().strip()
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.stream("GET", f"{url}/v1/jobs/{job_id}/events", headers=headers) as held:
+            assert held.status_code == 200  # the one stream this key may have
+            watched = cli(served, "jobs", "watch", job_id, "--timeout", "120")
+        assert watched.returncode == 0, (watched.stdout, watched.stderr)
+        assert "the event stream ended early; polling instead" in watched.stdout
+        assert "epoch 300/300" in watched.stdout
