@@ -111,16 +111,29 @@ def _announce(settings) -> None:
 
 
 @cli.command("api")
-def api_command() -> int:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="uvicorn processes on the one port (GET /metrics sums them all)",
+)
+def api_command(processes: int) -> int:
     """The HTTP API alone (uvicorn)."""
-    return api()
+    return api(processes=processes)
 
 
-def api(supervisor=None) -> int:
+def api(supervisor=None, processes: int = 1) -> int:
     settings = _setup()
     if supervisor is None:  # `serve` prepared it before starting its worker
         _metrics_dir(settings)
     _check_database(settings)  # before importing the app (torch and all: seconds)
+    if processes > 1:
+        from app.api.server import serve_processes
+
+        _announce(settings)  # makes the key file once, before the processes start
+        serve_processes(settings, processes)
+        return 0
 
     from app.api.main import create_app
     from app.api.server import serve

@@ -4,12 +4,20 @@ multiprocess directory and the API's /metrics sums it; a worker's own --metrics-
 import os
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.processes import TRAINSERVE, Process, embedded_serve, free_port, wait_until
+from tests.e2e.processes import (
+    TRAINSERVE,
+    Process,
+    Service,
+    embedded_serve,
+    free_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -105,3 +113,26 @@ def test_a_worker_serves_its_own_metrics(tmp_path):
         assert value(found, "trainserve_worker_devices", device="cpu") == 1
     finally:
         worker.stop()
+
+
+def test_several_api_processes_answer_with_one_sum(tmp_path):
+    """`trainserve api --processes 3`: whichever process answers GET /metrics counts the
+    requests every process served (multiprocess mode in <data dir>/prometheus)."""
+    service = Service(tmp_path, {})
+    service.api = service._start([TRAINSERVE, "api", "--processes", "3"], "api")
+    try:
+        wait_until(service._ready, 90, f"the API to be ready ({service.api.log})")
+        with ThreadPoolExecutor(8) as pool:  # new connections, at once: spread over processes
+            codes = list(
+                pool.map(lambda _: httpx.get(f"{service.url}/healthz").status_code, range(60))
+            )
+        assert codes == [200] * 60
+        metrics_dir = tmp_path / "data" / "prometheus"
+        pids = {p.stem.rsplit("_", 1)[1] for p in metrics_dir.glob("counter_*.db")}
+        assert len(pids) >= 3, pids  # every process writes its own file there
+        for _ in range(6):  # each scrape may be answered by another process: the same sum
+            found = samples(httpx.get(f"{service.url}/metrics", timeout=10).text)
+            labels = {"route": "/healthz", "method": "GET", "status": "200"}
+            assert value(found, "trainserve_http_requests_total", **labels) == 60
+    finally:
+        service.stop()
