@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from app.client.commands import GROUPS, LazyOptionsCommand
-from app.client.errors import CliError
 
 log = logging.getLogger("trainserve")
 
@@ -70,7 +69,8 @@ def train(data_dir: Path, out: Path | None, **flags) -> int:
     try:
         config = training_request(flags)
     except click.ClickException as exc:
-        raise CliError(f"train: {exc.message}") from None
+        sys.stderr.write(f"trainserve train: {exc.message}\n")
+        return 2
     try:
         result = run_training(config, data_dir=data_dir, callbacks=[ProgressBar()])
     except (

@@ -372,8 +372,13 @@ def download(api, output, name, fmt, version, out) -> int:
     try:
         response = api.request("GET", f"/v1/models/{name}/weights", params=params)
     except CliError as exc:
-        if "no route GET" not in exc.message or fmt != "safetensors":
+        if "no route GET" not in exc.message:
             raise
+        if fmt != "safetensors":
+            raise CliError(
+                f"the service at {api.url} cannot export {fmt} (it has no GET "
+                "/v1/models/{name}/weights); download safetensors instead"
+            ) from None
         # a server before GET /v1/models/{name}/weights: its per-version route
         ref = version or _default_version(api, name)
         response = api.request("GET", f"/v1/models/{name}/versions/{ref}/weights")

@@ -55,14 +55,18 @@ def follow(api: ApiClient, job_id: str, timeout: float | None, display) -> dict[
             return job
     if job is None or job["status"] not in TERMINAL:
         display.note("the event stream ended early; polling instead")
+    unreachable = False
     while True:  # polling
         try:
             job = api.json("GET", f"/v1/jobs/{job_id}")
         except CliError as exc:
             if "cannot reach" not in exc.message:
                 raise
-            display.note(f"{exc.message}; trying again")
+            if not unreachable:  # said once, until it answers again
+                display.note(f"{exc.message}; trying again every {POLL_S:g} s")
+            unreachable = True
         else:
+            unreachable = False
             display.update(job)
             if job["status"] in TERMINAL:
                 return job
