@@ -1,42 +1,62 @@
-"""The `trainserve` command: train | serve | api | worker."""
+"""The `trainserve` command (click): the servers (serve, api, worker, db), `train` here, and the
+client of a running service (jobs, models, datasets: app/client/). Heavy imports (torch,
+FastAPI, httpx) happen inside the commands that need them, so `trainserve --help` is fast."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
-from app.training_flags import add_training_arguments, training_request
+import click
+
+from app.client.commands import GROUPS, LazyOptionsCommand
 
 log = logging.getLogger("trainserve")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trainserve", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="trainserve", prog_name="trainserve")
+def cli() -> None:
+    """trainserve: train PyTorch models and serve their predictions.
 
-    train = commands.add_parser("train", help="train a model here, with a progress bar")
-    add_training_arguments(train)
+    Servers: serve (API + a worker, embedded defaults), api, worker, db. Here: train.
+    Client of a running service: jobs, models, datasets (--url / TRAINSERVE_URL,
+    --api-key / TRAINSERVE_API_KEY; -o json for scripts).
 
-    commands.add_parser("serve", help="the API and one worker on embedded defaults")
-    commands.add_parser("api", help="the HTTP API alone (uvicorn)")
-
-    worker = commands.add_parser("worker", help="a Celery worker taking training jobs")
-    worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (default 1)")
-    worker.add_argument("--queues", default="training", help="comma-separated queues")
-
-    db = commands.add_parser("db", help="the job store's schema: upgrade | current | downgrade")
-    db_commands = db.add_subparsers(dest="db_command", required=True)
-    db_commands.add_parser("upgrade", help="apply pending migrations (to head)")
-    db_commands.add_parser("current", help="the database's revision, and whether it is head")
-    down = db_commands.add_parser("downgrade", help="migrate down to REVISION (base: no tables)")
-    down.add_argument("revision")
-    return parser
+    Exit codes: 0 succeeded, 1 the job failed, 3 cancelled, 4 a wait timed out, 2 a usage
+    error, an unreachable server or a request the server refused.
+    """
 
 
-def train(args: argparse.Namespace) -> int:
+for _name, _group in GROUPS.items():
+    cli.add_command(_group, _name)
+
+
+def _train_params() -> list[click.Parameter]:
+    from app.training_flags import training_options
+
+    return [
+        *training_options(required=True),
+        click.Option(["--data-dir"], type=click.Path(path_type=Path), default=Path(".trainserve")),
+        click.Option(
+            ["--out"], type=click.Path(path_type=Path), help="write the weights (.safetensors)"
+        ),
+    ]
+
+
+@cli.command(
+    cls=LazyOptionsCommand,
+    make_params=_train_params,
+    short_help="Train a model here, with a progress bar.",
+)
+def train(data_dir: Path, out: Path | None, **flags) -> int:
+    """Train a model in this process (no service): one flag per field of the training
+    request."""
+    _setup()
+    from app.training_flags import training_request
     from models.callbacks import ProgressBar
     from models.errors import (
         CatalogueError,
@@ -46,9 +66,13 @@ def train(args: argparse.Namespace) -> int:
     )
     from models.training import run_training
 
-    config = training_request(args)
     try:
-        result = run_training(config, data_dir=args.data_dir, callbacks=[ProgressBar()])
+        config = training_request(flags)
+    except click.ClickException as exc:
+        sys.stderr.write(f"trainserve train: {exc.message}\n")
+        return 2
+    try:
+        result = run_training(config, data_dir=data_dir, callbacks=[ProgressBar()])
     except (
         CatalogueError,
         DataFormatError,
@@ -60,9 +84,9 @@ def train(args: argparse.Namespace) -> int:
         return 2
     metrics = result.final_metrics
     _echo("final metrics (held-out): " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    if args.out:
-        args.out.write_bytes(result.weights())
-        _echo(f"weights written to {args.out}")
+    if out:
+        out.write_bytes(result.weights())
+        _echo(f"weights written to {out}")
     return 0
 
 
@@ -86,11 +110,30 @@ def _announce(settings) -> None:
         _echo(f"API key: in {key_file(settings)}")
 
 
-def api(_args: argparse.Namespace, supervisor=None) -> int:
-    from app.core.settings import get_settings
+@cli.command("api")
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="uvicorn processes on the one port (GET /metrics sums them all)",
+)
+def api_command(processes: int) -> int:
+    """The HTTP API alone (uvicorn)."""
+    return api(processes=processes)
 
-    settings = get_settings()
+
+def api(supervisor=None, processes: int = 1) -> int:
+    settings = _setup()
+    if supervisor is None:  # `serve` prepared it before starting its worker
+        _metrics_dir(settings)
     _check_database(settings)  # before importing the app (torch and all: seconds)
+    if processes > 1:
+        from app.api.server import serve_processes
+
+        _announce(settings)  # makes the key file once, before the processes start
+        serve_processes(settings, processes)
+        return 0
 
     from app.api import threads
 
@@ -106,24 +149,43 @@ def api(_args: argparse.Namespace, supervisor=None) -> int:
     return 0
 
 
-def worker(args: argparse.Namespace) -> int:
-    from app.core.settings import get_settings
+@cli.command()
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, help="jobs at once")
+@click.option("--queues", default="training", show_default=True, help="comma-separated queues")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="serve this worker's Prometheus metrics on this port (a worker on another host)",
+)
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, help="with --metrics-port")
+def worker(concurrency: int, queues: str, metrics_port: int | None, metrics_host: str) -> int:
+    """A Celery worker taking training jobs."""
+    settings = _setup()
+    import torch
+
+    from app.core import metrics
     from workers.celery_app import celery_app
 
-    settings = get_settings()
+    metrics.worker_started(concurrency, "cuda" if torch.cuda.is_available() else "cpu")
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
+        log.info("worker metrics on http://%s:%d/metrics", metrics_host, metrics_port)
+
     settings.make_dirs()
     _check_database(settings)
 
     # solo / threads pools run jobs inside this process, so a SIGTERM reaches the running job
     # (it checkpoints and goes back to the queue); a crash of a job takes the worker with it,
     # and the reaper re-sends the job.
-    pool = "solo" if args.concurrency == 1 else "threads"
+    pool = "solo" if concurrency == 1 else "threads"
     celery_app.worker_main(
         [
             "worker",
             f"--pool={pool}",
-            f"--concurrency={args.concurrency}",
-            f"--queues={args.queues}",
+            f"--concurrency={concurrency}",
+            f"--queues={queues}",
             "--loglevel=INFO",
             "--without-gossip",
             "--without-mingle",
@@ -132,15 +194,15 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve(_args: argparse.Namespace) -> int:
-    """API in this process, one worker in a child; Ctrl-C or SIGTERM stops both."""
-    from app.core.settings import get_settings
-
-    settings = get_settings()
+@cli.command()
+def serve() -> int:
+    """The API and one worker on embedded defaults (in a child; Ctrl-C or SIGTERM stops both)."""
+    settings = _setup()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _check_database(settings)  # migrates the embedded default once, before the worker starts
     from app.core.supervisor import WorkerSupervisor
 
+    _metrics_dir(settings)  # before the worker starts: it writes its metrics there too
     supervisor = WorkerSupervisor([sys.executable, "-m", "app.cli", "worker"], os.environ.copy())
     supervisor.start()  # a worker that dies (out of memory, kill -9) is started again
     # uvicorn shuts down cleanly on SIGINT/SIGTERM, then re-raises the signal to the handler
@@ -148,7 +210,7 @@ def serve(_args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_stop)
     try:
-        api(_args, supervisor)
+        api(supervisor)
     except _Stop:
         pass
     finally:
@@ -162,6 +224,15 @@ class _Stop(Exception):
 
 def _raise_stop(_signum, _frame) -> None:
     raise _Stop
+
+
+def _metrics_dir(settings) -> None:
+    """prometheus-client's multiprocess mode, in <data dir>/prometheus emptied now: every
+    process of this API (and `serve`'s worker) adds to GET /metrics. Before any import of
+    prometheus_client."""
+    from app.core.metrics_dir import use_multiprocess_dir
+
+    use_multiprocess_dir(settings.metrics_dir)
 
 
 def _check_database(settings) -> None:
@@ -183,28 +254,51 @@ def _check_database(settings) -> None:
         engine.dispose()
 
 
-def db(args: argparse.Namespace) -> int:
+@cli.group()
+def db() -> None:
+    """The job store's schema: upgrade | current | downgrade."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> int:
+    """Apply pending migrations (to head)."""
+    return _db("upgrade")
+
+
+@db.command("current")
+def db_current() -> int:
+    """The database's revision, and whether it is head."""
+    return _db("current")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> int:
+    """Migrate down to REVISION (base: no tables)."""
+    return _db("downgrade", revision)
+
+
+def _db(command: str, revision: str | None = None) -> int:
     """`trainserve db upgrade | current | downgrade REVISION` on the configured job store."""
+    settings = _setup()
     from sqlalchemy.exc import OperationalError
 
     from app.core import migrate
     from app.core.db import make_engine
-    from app.core.settings import get_settings
 
-    settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.effective_database_url)
     where = engine.url.render_as_string(hide_password=True)
     try:
         before, head = migrate.current_revision(engine), migrate.head_revision()
-        if args.db_command == "current":
+        if command == "current":
             state = "head" if before == head else f"not head: this code needs {head}"
             _echo(f"{where}: {before or 'none'} ({state})")
             return 0
-        if args.db_command == "upgrade":
+        if command == "upgrade":
             migrate.upgrade(engine)
         else:
-            migrate.downgrade(engine, args.revision)
+            migrate.downgrade(engine, revision)
         _echo(f"{where}: {before or 'none'} -> {migrate.current_revision(engine) or 'none'}")
         return 0
     except migrate.CommandError as exc:
@@ -215,8 +309,9 @@ def db(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _setup():
+    """The settings (validated: a message, not a traceback) and logging, for the commands that
+    run the service's code here."""
     from pydantic import ValidationError
 
     from app.core.settings import get_settings
@@ -229,8 +324,22 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    handlers = {"train": train, "serve": serve, "api": api, "worker": worker, "db": db}
-    return handlers[args.command](args)
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The exit code of the command (see `trainserve --help`)."""
+    try:
+        code = cli.main(args=argv, prog_name="trainserve", standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help, --version
+        return exc.exit_code
+    except click.ClickException as exc:  # usage errors (2), refused requests (CliError)
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        sys.stderr.write("trainserve: aborted\n")
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

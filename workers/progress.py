@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 
+from app.core import metrics
 from app.core.checkpoints import store_checkpoint
 from app.core.errors import LeaseLost
 from app.core.services import Services
@@ -83,6 +84,16 @@ class StoreProgress(Callback):
         self.store.record_evaluation(self.job_id, self.lease, row)
 
 
+class EpochCounter(Callback):
+    """Counts epochs by architecture (trainserve_training_epochs_total: its rate is epochs/s)."""
+
+    def __init__(self, architecture: str) -> None:
+        self.architecture = architecture
+
+    def on_epoch_end(self, trainer, epoch: int, train_loss: float) -> None:
+        metrics.epoch_done(self.architecture)
+
+
 class JobTimeout(Exception):
     """The job ran past the configured limit (TRAINSERVE_MAX_JOB_SECONDS)."""
 
@@ -96,7 +107,11 @@ class Deadline(Callback):
         self._start = time.monotonic() - already
 
     def remaining(self) -> float:
-        return self.seconds - (time.monotonic() - self._start)
+        return self.seconds - self.elapsed()
+
+    def elapsed(self) -> float:
+        """Seconds since the job first started (over all its attempts)."""
+        return time.monotonic() - self._start
 
     def message(self, epoch: int) -> str:
         return (

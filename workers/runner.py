@@ -5,10 +5,12 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from datetime import UTC, datetime
 
 import torch
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from app.core import metrics
 from app.core.artifacts import StoreUnavailable, weights_key
 from app.core.checkpoints import load_latest_checkpoint
 from app.core.cleanup import remove_checkpoints
@@ -26,6 +28,7 @@ from models.request import TrainingRequest
 from models.training import TrainingResult, run_training
 from workers.progress import (
     Deadline,
+    EpochCounter,
     Heartbeat,
     Interrupted,
     JobTimeout,
@@ -60,7 +63,8 @@ def run_job(job_id: str, services: Services, worker: str | None = None) -> str:
         log.info("job %s is not queued (already running, ended or unknown): skipped", job_id)
         return "skipped"
     try:
-        return _run_claimed(job_id, lease, services)
+        with metrics.busy_slot():
+            return _run_claimed(job_id, lease, services)
     except LeaseLost:
         log.warning("job %s: lease %d lost to another claim; stopping", job_id, lease)
         return "lost"
@@ -81,9 +85,11 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
         job.dataset,
         job.attempts,
     )
+    if job.attempts == 1 and job.started_at is not None:  # submission -> first start
+        metrics.job_started((_utc(job.started_at) - _utc(job.created_at)).total_seconds())
     deadline = Deadline(settings.max_job_seconds, already=store.running_seconds(job_id))
     if deadline.remaining() <= 0:
-        return _fail(services, job_id, lease, deadline.message(job.epoch))
+        return _fail(services, job_id, lease, deadline.message(job.epoch), "timeout", deadline)
     config = TrainingRequest.from_stored(job.request)
     checkpointing = StoreCheckpointing(services, job_id, lease, every=settings.checkpoint_every)
     progress = StoreProgress(store, job_id, lease, checkpointing)
@@ -94,7 +100,7 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
                 data_dir=settings.data_dir,
                 allow_download=settings.allow_downloads,
                 dataset=_uploaded_dataset(services, config.dataset),
-                callbacks=[checkpointing, progress, deadline],
+                callbacks=[checkpointing, progress, deadline, EpochCounter(config.architecture)],
                 resume_from=load_latest_checkpoint(services, job_id),
             )
     except Interrupted:
@@ -108,26 +114,31 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
         log.info("job %s: worker shutting down; the job is now %s", job_id, status)
         if status == JobStatus.cancelled:
             remove_checkpoints(services, job_id)
+            metrics.job_finished(status, deadline.elapsed())
         return str(status)
     except StoreUnavailable:
         raise  # infrastructure: the job waits (run_job), it does not fail
     except NoSpace:
-        return _fail(services, job_id, lease, NO_SPACE.format(what="training checkpoints"))
+        error = NO_SPACE.format(what="training checkpoints")
+        return _fail(services, job_id, lease, error, "no_space", deadline)
     except (JobTimeout, *USER_ERRORS) as exc:
-        return _fail(services, job_id, lease, str(exc))
+        return _fail(services, job_id, lease, str(exc), failure_reason(exc), deadline)
     except torch.cuda.OutOfMemoryError:
         error = "ran out of GPU memory; lower batch_size or choose a smaller architecture"
-        return _fail(services, job_id, lease, error)
+        return _fail(services, job_id, lease, error, "out_of_memory", deadline)
     except (LeaseLost, *STORE_DOWN):
         raise
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            return _fail(services, job_id, lease, NO_SPACE.format(what="training checkpoints"))
+            error = NO_SPACE.format(what="training checkpoints")
+            return _fail(services, job_id, lease, error, "no_space", deadline)
         log.exception("job %s failed", job_id)
-        return _fail(services, job_id, lease, f"training failed: {type(exc).__name__}: {exc}")
+        error = f"training failed: {type(exc).__name__}: {exc}"
+        return _fail(services, job_id, lease, error, "error", deadline)
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        return _fail(services, job_id, lease, f"training failed: {type(exc).__name__}: {exc}")
+        error = f"training failed: {type(exc).__name__}: {exc}"
+        return _fail(services, job_id, lease, error, "error", deadline)
 
     if progress.cancelled:
         store.finish(job_id, lease, JobStatus.cancelled)
@@ -138,13 +149,19 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
                 services, job_id, lease, job.model_name, result, job.request.get("promote")
             )
         except NoSpace:
-            return _fail(services, job_id, lease, NO_SPACE.format(what="model weights"))
+            error = NO_SPACE.format(what="model weights")
+            return _fail(services, job_id, lease, error, "no_space", deadline)
         log.info(
             "job %s: published %s v%d %s", job_id, job.model_name, version, result.final_metrics
         )
         status = JobStatus.succeeded
     remove_checkpoints(services, job_id)
+    metrics.job_finished(status, deadline.elapsed())
     return status
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _uploaded_dataset(services: Services, name: str):
@@ -179,9 +196,12 @@ def publish_result(
     return services.store.publish_version(job_id, lease, fields, write, promote=promote)
 
 
-def _fail(services: Services, job_id: str, lease: int, error: str) -> str:
+def _fail(
+    services: Services, job_id: str, lease: int, error: str, reason: str, deadline: Deadline
+) -> str:
     services.store.finish(job_id, lease, JobStatus.failed, error=error)
     remove_checkpoints(services, job_id)
+    metrics.job_finished(JobStatus.failed, deadline.elapsed(), reason)
     return JobStatus.failed
 
 
@@ -198,3 +218,17 @@ def _wait_for_artifacts(services: Services, job_id: str, lease: int, exc: StoreU
     if status == JobStatus.cancelled:
         remove_checkpoints(services, job_id)  # best effort: a later sweep finishes it
     return "artifacts-unavailable" if status == JobStatus.queued else str(status)
+
+
+FAILURE_REASONS = {  # trainserve_job_failures_total's reason label: a bounded set
+    JobTimeout: "timeout",
+    DivergedError: "diverged",
+    CatalogueError: "invalid_request",
+    DataFormatError: "data",
+    DatasetUnavailableError: "dataset_unavailable",
+    Unavailable: "unavailable",
+}
+
+
+def failure_reason(exc: Exception) -> str:
+    return next((r for cls, r in FAILURE_REASONS.items() if isinstance(exc, cls)), "error")

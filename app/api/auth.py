@@ -18,11 +18,9 @@ from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-KEY_FILE = "api_key"
-
 
 def key_file(settings: Settings) -> Path:
-    return settings.data_dir / KEY_FILE
+    return settings.api_key_file
 
 
 def load_or_create_api_keys(settings: Settings) -> tuple[list[str], str | None]:

@@ -21,8 +21,9 @@ from app.api.deps import require_key
 from app.api.error_handlers import HANDLED, handle, iter_routes
 from app.api.events import JobEvents
 from app.api.inference import ModelCache
+from app.api.metrics import MetricsMiddleware
 from app.api.middleware import SECURED_PREFIX, GuardMiddleware
-from app.api.routes import catalogue, datasets, health, jobs, registry, workers
+from app.api.routes import catalogue, datasets, health, jobs, metrics, registry, workers
 from app.api.routes.docs import add_docs
 from app.api.schemas import ErrorOut, error_responses
 from app.api.versions import VersionCache
@@ -114,7 +115,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         max_upload_bytes=settings.max_upload_bytes,
         api_keys=keys,
     )
+    app.add_middleware(MetricsMiddleware)  # outermost: counts the guard's answers too
     app.include_router(health.router)
+    app.include_router(metrics.router)
     secured = [Depends(require_key)]
     for module in (catalogue, datasets, jobs, registry, workers):
         app.include_router(

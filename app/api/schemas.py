@@ -68,6 +68,86 @@ class PromoteRule(RequestModel):
     )
 
 
+# Response examples: real answers of the service (a house_prices_mlp job on boston_housing),
+# so /docs shows what a client gets, never "string" placeholders.
+JOB_OUT_EXAMPLE = {
+    "id": "42cb06801dfc4fd4971c485e752ca37e",
+    "status": "running",
+    "model_name": "house-prices",
+    "architecture": "house_prices_mlp",
+    "dataset": "boston_housing",
+    "request": {
+        "architecture": "house_prices_mlp",
+        "architecture_params": {"hidden_size": 13},
+        "dataset": "boston_housing",
+        "dataset_params": {},
+        "test_fraction": 0.2,
+        "loss": "mse",
+        "optimizer": {"name": "adam", "lr": 0.01, "betas": [0.9, 0.999], "weight_decay": 0.0},
+        "epochs": 100,
+        "batch_size": 32,
+        "eval_every": 10,
+        "seed": 0,
+        "device": "auto",
+        "lr_schedule": None,
+        "grad_clip_norm": None,
+        "early_stopping_patience": None,
+        "bf16": False,
+        "model_name": "house-prices",
+    },
+    "created_at": "2026-12-01T10:00:00.457017Z",
+    "started_at": "2026-12-01T10:00:00.512440Z",
+    "finished_at": None,
+    "progress": {"epoch": 40, "epochs": 100},
+    "metrics": {
+        "train_loss": 0.1342,
+        "val_loss": 0.1875,
+        "val_rmse": 3.912,
+        "val_mae": 2.671,
+        "val_r2": 0.8114,
+    },
+    "error": None,
+    "model_version": None,
+}
+HISTORY_EXAMPLE = [
+    {
+        "epoch": 10,
+        "train_loss": 0.3581,
+        "val_loss": 0.3922,
+        "val_rmse": 5.658,
+        "val_mae": 3.871,
+        "val_r2": 0.6064,
+    },
+    {
+        "epoch": 20,
+        "train_loss": 0.1902,
+        "val_loss": 0.2413,
+        "val_rmse": 4.438,
+        "val_mae": 3.012,
+        "val_r2": 0.7578,
+    },
+]
+VERSION_EXAMPLE = {
+    "version": 1,
+    "job_id": "42cb06801dfc4fd4971c485e752ca37e",
+    "metrics": {
+        "train_loss": 0.0917,
+        "val_loss": 0.1428,
+        "val_rmse": 3.414,
+        "val_mae": 2.398,
+        "val_r2": 0.8567,
+    },
+    "created_at": "2026-12-01T10:00:21.093114Z",
+    "input_shape": [13],
+    "task": "regression",
+    "architecture": "house_prices_mlp",
+    "classes": None,
+    "sha256": "5d0c6b4a1f8e2f7c9b3a6e1d4c7f0a2b8e5d3c1f9a7b6e4d2c0f8a1b3e5d7c9f",
+    "size_bytes": 3412,
+    "corrupt": False,
+}
+
+
 class JobRequest(TrainingRequest):
     """A training job: a TrainingRequest (models/request.py), the model name to publish under
     and an optional promotion rule; only model_name, architecture and dataset are required."""
@@ -95,6 +175,8 @@ class Progress(BaseModel):
 
 
 class JobOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [JOB_OUT_EXAMPLE]})
+
     id: str
     status: JobStatus
     model_name: str
@@ -119,17 +201,37 @@ class JobOut(BaseModel):
 
 
 class JobList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [JOB_OUT_EXAMPLE], "total": 1}]}
+    )
+
     items: list[JobOut]
     total: int
 
 
 class History(BaseModel):
-    history: list[dict[str, Any]] = Field(
-        examples=[[{"epoch": 10, "train_loss": 12.3, "val_loss": 14.1, "val_rmse": 3.75}]]
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"history": HISTORY_EXAMPLE}]})
+
+    history: list[dict[str, Any]] = Field(examples=[HISTORY_EXAMPLE])
 
 
 class ArchitectureOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "house_prices_mlp",
+                    "task": "regression",
+                    "tasks": ["regression"],
+                    "description": "The tutorial's house-price model: Linear -> sigmoid -> Linear.",
+                    "input_kind": "features",
+                    "params": {"hidden_size": 13},
+                    "bounds": {"hidden_size": {"min": 1, "max": 1024}},
+                }
+            ]
+        }
+    )
+
     name: str
     task: Literal["regression", "classification", "both"]
     tasks: list[Task]
@@ -140,6 +242,29 @@ class ArchitectureOut(BaseModel):
 
 
 class DatasetOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "boston_housing",
+                    "task": "regression",
+                    "n_samples": 506,
+                    "input_shape": [13],
+                    "n_classes": None,
+                    "classes": None,
+                    "source": "StatLib / UCI (Harrison & Rubinfeld, 1978); packaged with "
+                    "trainserve",
+                    "available": True,
+                    "reason": None,
+                    "description": "Boston house prices: 13 features, target MEDV (median value in "
+                    "$1000s)",
+                    "params": {},
+                    "created_at": None,
+                }
+            ]
+        }
+    )
+
     name: str
     task: Task
     n_samples: int
@@ -154,7 +279,18 @@ class DatasetOut(BaseModel):
     created_at: UtcTime | None = None
 
 
+MODEL_EXAMPLE = {
+    "name": "house-prices",
+    "latest_version": 2,
+    "task": "regression",
+    "architecture": "house_prices_mlp",
+    "created_at": "2026-12-01T10:00:21.093114Z",
+}
+
+
 class ModelOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [MODEL_EXAMPLE]})
+
     name: str
     latest_version: int
     task: Task
@@ -163,6 +299,8 @@ class ModelOut(BaseModel):
 
 
 class VersionOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [VERSION_EXAMPLE]})
+
     version: int
     job_id: str
     metrics: dict[str, Any]
@@ -181,13 +319,9 @@ class ModelDetail(ModelOut):
         json_schema_extra={
             "examples": [
                 {
-                    "name": "house-prices",
-                    "latest_version": 2,
-                    "task": "regression",
-                    "architecture": "house_prices_mlp",
-                    "created_at": "2026-12-01T10:00:00Z",
+                    **MODEL_EXAMPLE,
                     "aliases": {"production": 1, "staging": 2},
-                    "versions": [],
+                    "versions": [VERSION_EXAMPLE, {**VERSION_EXAMPLE, "version": 2}],
                 }
             ]
         }
@@ -247,6 +381,23 @@ class PredictRequest(RequestModel):
 
 
 class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"model_name": "house-prices", "version": 1, "predictions": [24.91]},
+                {
+                    "model_name": "digits",
+                    "version": 3,
+                    "predictions": [7],
+                    "probabilities": [
+                        [0.0, 0.001, 0.002, 0.004, 0.0, 0.001, 0.0, 0.987, 0.001, 0.004]
+                    ],
+                    "classes": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+                },
+            ]
+        }
+    )
+
     model_name: str
     version: int
     predictions: list[Any] = Field(description="values (regression) or class indices")
@@ -336,10 +487,16 @@ class WorkerOut(BaseModel):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
     status: str
 
 
 class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "ready", "store": "ok", "broker": "ok"}]}
+    )
+
     status: str
     store: str
     broker: str

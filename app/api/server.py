@@ -333,3 +333,35 @@ def serve(app: Any, settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         **uvicorn_options(settings, max_connections),
     )
+
+
+def serve_processes(settings: Settings, processes: int) -> None:
+    """`processes` uvicorn processes on one socket (uvicorn's supervisor restarts one that
+    dies); each builds its own app (`process_app`). The limits apply per process."""
+    max_connections = connection_cap(settings.max_connections, raise_open_files_limit())
+    options = uvicorn_options(settings, max_connections)
+    # The child processes are spawned: the protocol goes by reference, and each process gives
+    # the class its limits (process_app), as protocol_class does for one process.
+    options["http"] = GuardedH11Protocol
+    uvicorn.run(
+        "app.api.server:process_app",
+        factory=True,
+        workers=processes,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        **options,
+    )
+
+
+def process_app() -> Any:
+    """The app of one of `serve_processes`' processes, its protocol's limits set first."""
+    from app.api.main import create_app
+    from app.core.settings import get_settings
+
+    settings = get_settings()
+    max_connections = connection_cap(settings.max_connections, raise_open_files_limit())
+    GuardedH11Protocol.header_timeout = settings.header_timeout_seconds
+    GuardedH11Protocol.body_timeout = settings.body_timeout_seconds
+    GuardedH11Protocol.max_connections = max_connections
+    return create_app(settings)

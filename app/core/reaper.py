@@ -17,6 +17,7 @@ import logging
 import threading
 from datetime import timedelta
 
+from app.core import metrics
 from app.core.cleanup import remove_checkpoints, sweep
 from app.core.db import JobStatus
 from app.core.services import Services
@@ -68,6 +69,7 @@ class Reaper:
             log.warning("job %s: worker %s stopped beating; now %s", job.id, job.worker, status)
             if status in (JobStatus.failed, JobStatus.cancelled):
                 remove_checkpoints(self.services, job.id)
+                metrics.job_finished(status, None, reason="attempts_exhausted")
             if status == JobStatus.queued:
                 self.services.enqueue(job.id)
                 requeued += 1

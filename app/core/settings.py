@@ -258,6 +258,17 @@ class Settings(BaseSettings):
         """A worker's cache of objects downloaded from a remote artifact store."""
         return self.data_dir / "cache"
 
+    @property
+    def api_key_file(self) -> Path:
+        """The key generated when TRAINSERVE_API_KEYS is unset (the API writes it, the client
+        reads it)."""
+        return self.data_dir / "api_key"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """prometheus-client's multiprocess files of the API's processes (emptied at start)."""
+        return self.data_dir / "prometheus"
+
 
 @lru_cache
 def get_settings() -> Settings:

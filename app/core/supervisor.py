@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+from app.core.metrics_dir import process_dead
+
 log = logging.getLogger(__name__)
 
 FIRST_PAUSE_S = 1.0
@@ -73,6 +75,7 @@ class WorkerSupervisor:
             with self._lock:
                 child = self._child
             code = child.wait()
+            process_dead(child.pid)  # its live gauges (busy slots, device) stop counting
             if self._stopping.is_set():
                 return
             lived = time.monotonic() - self._started

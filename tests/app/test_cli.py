@@ -1,6 +1,7 @@
 """The `trainserve` command line, run as a real program."""
 
 import subprocess
+import sys
 
 from models.weights_file import read_card
 from tests.e2e.processes import TRAINSERVE
@@ -101,3 +102,29 @@ def test_train_reports_a_diverged_run_and_writes_no_weights(tmp_path):
         "grad_clip_norm" in result.stderr
     )
     assert "Traceback" not in result.stderr and not (tmp_path / "house.safetensors").exists()
+
+
+def test_help_version_and_the_client_load_no_torch(tmp_path):
+    helped = run("--help", cwd=tmp_path)
+    assert helped.returncode == 0
+    for command in ("train", "serve", "api", "worker", "db", "jobs", "models", "datasets"):
+        assert f"  {command} " in helped.stdout
+    assert run("--version", cwd=tmp_path).stdout.startswith("trainserve, version ")
+    script = (
+        "import sys; from app.cli import cli, main; import app.client.commands, "
+        "app.client.http, app.client.follow, app.client.connection, app.training_flags; "
+        "main(['jobs', 'submit', '--help']); "
+        "heavy = {'torch', 'fastapi', 'sqlalchemy', 'celery'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--model-name" in result.stdout and "--momentum" in result.stdout
+
+
+def test_a_usage_error_exits_2_without_a_trace(tmp_path):
+    result = run("jobs", "watch", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Missing argument 'JOB_ID'" in result.stderr and "Traceback" not in result.stderr

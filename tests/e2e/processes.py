@@ -208,11 +208,13 @@ class Service:
 
 
 @contextmanager
-def embedded_serve(cwd: Path):
-    """`trainserve serve` on its embedded defaults, run from `cwd` (its data dir is
+def embedded_serve(cwd: Path, env: dict[str, str] | None = None):
+    """`trainserve serve` on its embedded defaults (plus `env`), run from `cwd` (its data dir is
     `cwd/.trainserve`), until the block ends; yields (process, URL) once it is ready."""
     port = free_port()
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
+    env.update(extra)
     env["TRAINSERVE_PORT"] = str(port)
     proc = Process([TRAINSERVE, "serve"], env, cwd / "serve.log", cwd=cwd)
     url = f"http://127.0.0.1:{port}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -15,9 +16,16 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from app.api.deps import KeyDep, ServicesDep, StoreDep
 from app.api.events import CLOSED, JobEvents, Update, job_update
-from app.api.schemas import History, JobList, JobOut, JobRequest, error_responses
+from app.api.schemas import (
+    JOB_OUT_EXAMPLE,
+    History,
+    JobList,
+    JobOut,
+    JobRequest,
+    error_responses,
+)
 from app.api.validation import validate_job
-from app.core import deletion
+from app.core import deletion, metrics
 from app.core.cleanup import remove_checkpoints
 from app.core.db import JobStatus
 from app.core.errors import Conflict, Invalid, NotFound, TooLarge, Unavailable
@@ -133,6 +141,7 @@ def submit_job(
         # Still queued: send the wake-up again (harmless twice; needed if the first send failed).
     _enqueue(services, job.id)
     if created:
+        metrics.job_submitted()
         log.info("job %s queued: %s on %s", job.id, job.architecture, job.dataset)
     return JobOut.from_row(job)
 
@@ -261,7 +270,13 @@ class EventStream(StreamingResponse):
         200: {
             "description": "`event: job` with the job as JSON data, first at once, then whenever "
             "status, progress or metrics change; the stream ends after a terminal status",
-            "content": {"text/event-stream": {"schema": JOB_EVENT}},
+            "content": {
+                "text/event-stream": {
+                    "schema": JOB_EVENT,
+                    "example": f"event: job\ndata: {json.dumps(JOB_OUT_EXAMPLE)}\n\n"
+                    ": keep-alive\n\n",
+                }
+            },
         },
         **NOT_FOUND,
         429: {

@@ -237,8 +237,8 @@ WEIGHTS_RESPONSES: dict[int | str, dict[str, Any]] = {
         "preprocessing statistics and how to rebuild and preprocess in the metadata (key "
         "'trainserve'); or with `format`, an ONNX model or a torch.export program",
         "content": {
-            "application/octet-stream": {"schema": {"type": "string"}},
-            "application/onnx": {"schema": {"type": "string"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/onnx": {"schema": {"type": "string", "format": "binary"}},
         },
     },
     **error_responses(
