@@ -29,7 +29,7 @@ def delete_job(services: Services, job_id: str) -> None:
     """An ended job, its evaluations and its checkpoints (its model version stays)."""
     services.store.delete_job(job_id)
     _between_steps(services, f"job {job_id}")
-    remove_checkpoints(services.settings, job_id)
+    remove_checkpoints(services, job_id)
     log.info("deleted job %s", job_id)
 
 
