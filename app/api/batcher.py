@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.core import metrics
 from models.predictor import Abandoned, Prediction
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Batcher:
         max_queue: int,
         max_in_flight: int = 1,
         name: str = "",
+        model: str = "",
     ) -> None:
         self._run = run
         self._executor = executor
@@ -84,6 +86,7 @@ class Batcher:
         self.max_queue = max_queue
         self.max_in_flight = max_in_flight
         self.name = name
+        self.model = model  # the metrics' label: the model's name (bounded, unlike versions)
         self._queue: deque[Pending] = deque()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -189,6 +192,7 @@ class Batcher:
         now = loop.time()
         for pending in live:
             pending.started = now
+            metrics.observe_prediction(self.model, "queue_wait", now - pending.enqueued)
         started = time.perf_counter()
         try:
             result = await loop.run_in_executor(self._executor, self._run, samples, stop)
@@ -199,6 +203,9 @@ class Batcher:
             return
         finally:
             self.stats.last_forward_s = time.perf_counter() - started
+        metrics.observe_batch(self.model, len(samples))
+        for _ in live:
+            metrics.observe_prediction(self.model, "inference", self.stats.last_forward_s)
         self.stats.batches += 1
         self.stats.samples += len(samples)
         offset = 0

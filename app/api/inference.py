@@ -20,7 +20,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -29,6 +29,7 @@ import anyio.to_thread
 import numpy as np
 
 from app.api.batcher import Batcher
+from app.core import metrics
 from app.core.artifacts import ArtifactMissing, weights_key
 from app.core.db import ModelVersion
 from app.core.errors import Unavailable
@@ -105,16 +106,23 @@ class ModelCache:
         with self._lock:
             self._entries[key] = (value, size)
             total = sum(s for _, s in self._entries.values())
+            metrics.model_loaded(key[0], total)
             while len(self._entries) > 1 and (
                 len(self._entries) > self.max_models or total > self.max_bytes
             ):
                 evicted, (_, evicted_size) = self._entries.popitem(last=False)
                 total -= evicted_size
+                metrics.model_evicted(evicted[0], total)
                 log.info("model cache: evicted %s version %d", *evicted[:2])
 
-    def discard(self, key: Key) -> None:
+    def discard(self, name: str, versions: Iterable[int] | None = None) -> None:
+        """Drop the loaded versions of model `name` (all of them when `versions` is None)."""
+        wanted = None if versions is None else set(versions)
         with self._lock:
-            self._entries.pop(key, None)
+            for key in [k for k in self._entries if k[0] == name]:
+                if wanted is None or key[1] in wanted:
+                    del self._entries[key]
+                    metrics.model_evicted(name, sum(size for _, size in self._entries.values()))
 
 
 @dataclass
@@ -179,6 +187,7 @@ def load_served(
         max_queue=settings.predict_max_queue,
         max_in_flight=settings.inference_threads,
         name=_what(row),
+        model=row.model_name,
     )
     return ServedModel(predictor, batcher), size
 

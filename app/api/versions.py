@@ -51,6 +51,9 @@ class VersionCache:
         return row
 
     def forget(self) -> None:
+        """After a change made by this process: nothing is cached until the next check has
+        read the revision that includes it (read-your-writes, with no wait)."""
+        self.revision = None
         self._rows.clear()
 
     async def check(self) -> None:

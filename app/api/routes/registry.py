@@ -19,7 +19,7 @@ from pydantic import Field
 
 from app.api import exports, inference
 from app.api.batcher import QueueFull
-from app.api.deps import CacheDep, ServicesDep, StoreDep
+from app.api.deps import CacheDep, ServicesDep, StoreDep, VersionsDep
 from app.api.schemas import (
     VERSION_MAX,
     AliasIn,
@@ -143,13 +143,18 @@ def get_model(
     ),
 )
 def set_alias(
-    name: Name, alias: Alias, body: Annotated[AliasIn, Body()], store: StoreDep
+    name: Name,
+    alias: Alias,
+    body: Annotated[AliasIn, Body()],
+    store: StoreDep,
+    versions: VersionsDep,
 ) -> AliasOut:
     """Point an alias at an existing version: made, or moved from the version it named.
 
     Aliases are slugs that are not only digits; `production` is what a prediction without
     `version` gets. The version must exist (404 naming the model's versions)."""
     store.set_alias(check_name(name), check_alias(alias), body.version)
+    versions.forget()
     return AliasOut(model_name=name, alias=alias, version=body.version)
 
 
@@ -161,10 +166,11 @@ def set_alias(
         404, 422, 503, e404="no such model, or it has no such alias (the message lists them)"
     ),
 )
-def delete_alias(name: Name, alias: Alias, store: StoreDep) -> Response:
+def delete_alias(name: Name, alias: Alias, store: StoreDep, versions: VersionsDep) -> Response:
     """Remove an alias (its version stays). Without `production`, predictions without
     `version` get the latest version."""
     store.delete_alias(check_name(name), check_alias(alias))
+    versions.forget()
     return Response(status_code=204)
 
 
@@ -341,6 +347,7 @@ def delete_version(
     version: Annotated[int, Path(ge=1, le=VERSION_MAX, description="a version number")],
     services: ServicesDep,
     cache: CacheDep,
+    versions: VersionsDep,
     force: Annotated[
         bool, Query(description="also remove the aliases that name this version")
     ] = False,
@@ -348,7 +355,8 @@ def delete_version(
     """Delete one version: its row, weights and exports. Refused (409) while an alias names it,
     unless `force=true`. Its number is never given to another version."""
     deletion.delete_version(services, check_name(name), version, force)
-    cache.discard((name, version))
+    cache.discard(name, [version])
+    versions.forget()
     return Response(status_code=204)
 
 
@@ -358,11 +366,13 @@ def delete_version(
     response_class=Response,
     responses=error_responses(404, 503, e404="no such model"),
 )
-def delete_model(name: Name, services: ServicesDep, cache: CacheDep) -> Response:
+def delete_model(
+    name: Name, services: ServicesDep, cache: CacheDep, versions: VersionsDep
+) -> Response:
     """Delete a model: every version (rows, weights, exports) and alias. A later job may
     publish under the name again; its versions continue the numbering."""
-    for version in deletion.delete_model(services, check_name(name)):
-        cache.discard((name, version))
+    cache.discard(name, deletion.delete_model(services, check_name(name)))
+    versions.forget()
     return Response(status_code=204)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core import metrics
 from app.core.services import Services
+from models.training import TrainingResult
+from tests.app.conftest import publish
 
 MINIMAL = {"model_name": "house", "architecture": "house_prices_mlp", "dataset": "boston_housing"}
 
@@ -65,26 +66,32 @@ def test_jobs_by_status_queue_depth_and_heartbeat_ages(client: TestClient, servi
     assert ("trainserve_job_heartbeat_age_seconds", (("job_id", ids[1]),)) not in after
 
 
-def test_the_prediction_and_cache_recorders(client: TestClient):
-    """What app/api/inference.py calls (wired there at merge time)."""
+def test_predictions_record_stages_batches_and_cache_loads(
+    client: TestClient, services: Services, house_model: TrainingResult
+):
+    """Real predictions through the batcher: each request's queue wait and inference, each
+    forward's batch size, the version's load into the cache; deleting it counts an eviction."""
+    name = "metrics-house"
+    version = publish(services, name, house_model)
     before = scrape(client)
-    metrics.observe_prediction("house", "queue_wait", 0.003)
-    metrics.observe_prediction("house", "inference", 0.02)
-    metrics.observe_batch("house", 24)
-    metrics.model_loaded("house", 4096)
-    metrics.model_evicted("house", 1024)
+    sample = [[0.00632, 18, 2.31, 0, 0.538, 6.575, 65.2, 4.09, 1, 296, 15.3, 396.9, 4.98]]
+    for inputs in (sample, sample * 3):
+        response = client.post(f"/v1/models/{name}/predict", json={"inputs": inputs})
+        assert response.status_code == 200, response.text
+    loaded = scrape(client)
+    assert client.delete(f"/v1/models/{name}/versions/{version}").status_code == 204
     after = scrape(client)
 
-    def delta(name, **labels):
-        return value(after, name, **labels) - value(before, name, **labels)
+    def delta(samples, name, **labels):
+        return value(samples, name, **labels) - value(before, name, **labels)
 
     stage = "trainserve_prediction_duration_seconds"
-    assert delta(f"{stage}_count", model="house", stage="inference") == 1
-    assert delta(f"{stage}_sum", model="house", stage="inference") == 0.02
-    assert delta(f"{stage}_count", model="house", stage="queue_wait") == 1
+    assert delta(loaded, f"{stage}_count", model=name, stage="queue_wait") == 2
+    assert delta(loaded, f"{stage}_count", model=name, stage="inference") == 2
+    assert delta(loaded, f"{stage}_sum", model=name, stage="inference") > 0
     batch = "trainserve_prediction_batch_size"
-    assert delta(f"{batch}_bucket", model="house", le="32.0") == 1
-    assert delta(f"{batch}_bucket", model="house", le="16.0") == 0
-    assert delta("trainserve_model_cache_loads_total", model="house") == 1
-    assert delta("trainserve_model_cache_evictions_total", model="house") == 1
-    assert value(after, "trainserve_model_cache_bytes") == 1024
+    assert delta(loaded, f"{batch}_count", model=name) == 2
+    assert delta(loaded, f"{batch}_sum", model=name) == 4  # 1 sample, then 3
+    assert delta(loaded, "trainserve_model_cache_loads_total", model=name) == 1
+    assert value(loaded, "trainserve_model_cache_bytes") > 0
+    assert delta(after, "trainserve_model_cache_evictions_total", model=name) == 1
