@@ -213,3 +213,95 @@ def test_the_registry_revision_moves_with_every_change_of_models_versions_and_al
     assert moved()
     with pytest.raises(NotFound, match="no version 1"):
         store.get_version("m", 1)
+
+
+# -- the registry's lifecycle: deletion, numbering, promotion (SQLite and PostgreSQL) --------
+
+
+def _publish(store, metrics=None, promote=None) -> int:
+    job, _ = store.create_job(REQUEST)
+    lease = store.claim(job.id, "w")
+    fields = {**VERSION_FIELDS, "metrics": metrics or VERSION_FIELDS["metrics"]}
+    return store.publish_version(job.id, lease, fields, lambda v: ("0" * 64, 1), promote=promote)
+
+
+def test_deleted_numbers_are_never_given_again(store):
+    assert [_publish(store) for _ in range(3)] == [1, 2, 3]
+    store.set_alias("m", "production", 3)
+    with pytest.raises(Conflict, match="named by alias\\(es\\) production"):
+        store.delete_version("m", 3)
+    assert store.delete_version("m", 3, force=True) == ["production"]
+    assert store.aliases("m") == {}
+    model, rows = store.get_model("m")
+    assert model.latest_version == 2 and [r.version for r in rows] == [1, 2]
+    assert store.resolve_version("m", None).version == 2
+    assert _publish(store) == 4
+    assert store.version_files_state()["m"] == (4, {1, 2, 4})
+
+    assert store.delete_model("m") == [1, 2, 4]
+    with pytest.raises(NotFound):
+        store.get_model("m")
+    assert store.list_models() == []
+    assert _publish(store) == 5
+
+
+def test_promotion_is_decided_with_the_publish(store):
+    rule = {"alias": "production", "if_better": "val_loss"}
+    _publish(store, {"val_loss": 2.0}, rule)
+    _publish(store, {"val_loss": 3.0}, rule)
+    assert store.aliases("m") == {"production": 1}
+    _publish(store, {"val_loss": 1.0}, rule)
+    assert store.aliases("m") == {"production": 3}
+    jobs, _ = store.list_jobs(status="succeeded", model_name="m", limit=10, offset=0)
+    decisions = [j.promotion["moved"] for j in sorted(jobs, key=lambda j: j.model_version)]
+    assert decisions == [True, False, True]
+
+
+def test_concurrent_promotions_leave_the_best_version(store):
+    """Publishes serialise on the model's row: each rule compares with the alias as the one
+    before it left it, so the best of the versions ends up with the alias."""
+    rule = {"alias": "production", "if_better": "val_loss"}
+    losses = [5.0, 3.0, 4.0, 1.0, 2.0, 6.0]
+    jobs = []
+    for _ in losses:
+        job, _ = store.create_job(REQUEST)
+        jobs.append((job.id, store.claim(job.id, "w")))
+
+    def publish(i: int) -> int:
+        job_id, lease = jobs[i]
+        fields = {**VERSION_FIELDS, "metrics": {"val_loss": losses[i]}}
+        return store.publish_version(job_id, lease, fields, lambda v: ("0" * 64, 1), rule)
+
+    with ThreadPoolExecutor(len(losses)) as pool:
+        versions = list(pool.map(publish, range(len(losses))))
+    best = versions[losses.index(min(losses))]
+    assert store.aliases("m") == {"production": best}
+
+
+def test_delete_job_and_dataset_refused_while_in_use(store):
+    from app.core.db import UploadedDataset
+
+    job, _ = store.create_job({**REQUEST, "dataset": "mine"})
+    store.add_dataset(
+        UploadedDataset(
+            name="mine",
+            task="regression",
+            n_samples=3,
+            input_shape=[1],
+            n_classes=None,
+            classes=None,
+            feature_names=None,
+            sha256="a" * 64,
+            size_bytes=1,
+        )
+    )
+    with pytest.raises(Conflict, match="is queued"):
+        store.delete_job(job.id)
+    with pytest.raises(Conflict, match=job.id):
+        store.delete_dataset("mine")
+    store.cancel(job.id)
+    row, shared = store.delete_dataset("mine")
+    assert row.sha256 == "a" * 64 and shared is False
+    store.delete_job(job.id)
+    with pytest.raises(NotFound):
+        store.get_job(job.id)
