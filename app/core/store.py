@@ -54,6 +54,13 @@ class JobStore:
         self.retry_seconds = retry_seconds
         bind = session_factory.kw.get("bind")
         self._postgres = bind is not None and bind.dialect.name == "postgresql"
+        # Called after this store changed models, versions or aliases (another process's
+        # changes are seen through registry_revision): the API forgets its resolved versions.
+        self.registry_listeners: list[Callable[[], None]] = []
+
+    def _registry_changed(self) -> None:
+        for listener in self.registry_listeners:
+            listener()
 
     def _run(self, work: Callable[[Session], T]) -> T:
         delay, deadline = 0.05, time.monotonic() + self.retry_seconds
@@ -390,7 +397,9 @@ class JobStore:
                 raise LeaseLost(job_id)
             return version
 
-        return self._run(apply)
+        version = self._run(apply)
+        self._registry_changed()
+        return version
 
     def _ensure_model(self, name: str, task: str, architecture: str) -> None:
         """The model's row, created with no version when missing (the version bump sets its
@@ -482,6 +491,7 @@ class JobStore:
             )
 
         self._run(apply)
+        self._registry_changed()
 
     def delete_alias(self, name: str, alias: str) -> None:
         """Remove the alias; NotFound naming the model's aliases when it has no such alias."""
@@ -495,6 +505,7 @@ class JobStore:
                 raise NotFound(self._no_alias(session, name, alias))
 
         self._run(apply)
+        self._registry_changed()
 
     def resolve_version(self, name: str, ref: int | str | None) -> ModelVersion:
         """The version that `ref` names: a version number, an alias, or None: the version of
@@ -544,6 +555,7 @@ class JobStore:
             .values(corrupt=True)
         )
         self._run(lambda s: s.execute(stmt))
+        self._registry_changed()
 
     # -- uploaded datasets ----------------------------------------------------------------
 
