@@ -95,7 +95,7 @@ def test_batched_answers_are_the_one_by_one_answers(tmp_path, models, architectu
     Runtime's export is checked to 1e-5 of eager, relative)."""
     result = models[architecture]
     shape, task = ARCHITECTURES[architecture]
-    app = create_app(settings_for(tmp_path, predict_backend=backend))
+    app = create_app(settings_for(tmp_path, predict_backend=backend, predict_max_wait_ms=1000))
     generator = torch.Generator().manual_seed(1)
     requests = [torch.rand(1 + i % 3, *shape, generator=generator).tolist() for i in range(10)]
     eager = Predictor(result.model, result.card)
