@@ -12,7 +12,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.auth import KeyRefused, owner_of_authorization
 from app.api.inference import ModelCache
-from app.api.versions import VersionCache
 from app.core.services import Services
 from app.core.settings import Settings
 from app.core.store import JobStore
@@ -42,14 +41,9 @@ async def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache
 
 
-async def get_version_cache(request: Request) -> VersionCache:
-    return request.app.state.versions
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 CacheDep = Annotated[ModelCache, Depends(get_model_cache)]
-VersionsDep = Annotated[VersionCache, Depends(get_version_cache)]
 
 
 async def require_key(

@@ -22,7 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import anyio.to_thread
@@ -44,6 +44,7 @@ from models.weights_file import read_card, read_card_from
 
 log = logging.getLogger(__name__)
 
+INLINE_CHECK_NUMBERS = 65_536  # up to this many numbers, samples are checked on the loop
 DISCONNECT_POLL_S = 0.05  # how often a running prediction asks whether its client is there
 
 Key = tuple[str, int, str]  # model name, version, sha256 of its weights
@@ -127,10 +128,13 @@ class ModelCache:
 
 @dataclass
 class ServedModel:
-    """A loaded version: its predictor and the batcher that feeds it."""
+    """A loaded version: its predictor and the batcher that feeds it. `ready` is set once the
+    predictor is the one the settings chose (an ONNX Runtime export runs in the background
+    after the load, and eager PyTorch answers meanwhile)."""
 
     predictor: Predictor | OnnxPredictor
-    batcher: Batcher
+    batcher: Batcher | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
 
 
 def load_predictor(services: Services, row: ModelVersion) -> tuple[Predictor, int]:
@@ -156,31 +160,17 @@ def uses_onnx(settings: Settings, architecture: str) -> bool:
     return settings.predict_backend == "onnx"
 
 
-def with_backend(settings: Settings, predictor: Predictor, what: str) -> Any:
-    """`predictor`, or its ONNX Runtime twin when the settings choose it; an export that fails
-    (or does not match eager) leaves eager in place, with a warning."""
-    if not uses_onnx(settings, predictor.card.architecture):
-        return predictor
-    threads = settings.inference_intra_op_threads or os.cpu_count() or 1
-    try:
-        onnx = OnnxPredictor.export(predictor.model, predictor.card, threads=threads)
-    except ExportError as exc:
-        log.warning("%s: ONNX Runtime refused (%s); answering with eager PyTorch", what, exc)
-        return predictor
-    log.info("%s: answering with ONNX Runtime (%d intra-op threads)", what, threads)
-    return onnx
-
-
 def load_served(
     services: Services, row: ModelVersion, executor: Executor
 ) -> tuple[ServedModel, int]:
-    """`load_predictor` (in the backend the settings choose), with a batcher configured from
-    settings."""
+    """`load_predictor`, with a batcher configured from settings; when the settings choose
+    ONNX Runtime for it, the export starts in a thread of its own (seconds), and the eager
+    predictor answers until it is done."""
     settings = services.settings
     predictor, size = load_predictor(services, row)
-    predictor = with_backend(settings, predictor, _what(row))
-    batcher = Batcher(
-        forward(predictor, predictor.chunk_size(settings.predict_chunk_bytes)),
+    served = ServedModel(predictor)
+    served.batcher = Batcher(
+        forward(served, predictor.chunk_size(settings.predict_chunk_bytes)),
         executor,
         max_batch=settings.predict_max_batch,
         max_wait_s=settings.predict_max_wait_ms / 1000,
@@ -189,15 +179,37 @@ def load_served(
         name=_what(row),
         model=row.model_name,
     )
-    return ServedModel(predictor, batcher), size
+    if uses_onnx(settings, predictor.card.architecture):
+        export = threading.Thread(
+            target=_switch_to_onnx, args=(served, settings, _what(row)), daemon=True
+        )
+        export.start()
+    else:
+        served.ready.set()
+    return served, size
 
 
-def forward(predictor: Predictor | OnnxPredictor, chunk: int) -> Callable[..., Prediction]:
-    """One batch's forward, run in the inference executor: chunks of at most `chunk` samples,
-    stopping between them when `stop()` says every client left; JSON-safe outputs."""
+def _switch_to_onnx(served: ServedModel, settings: Settings, what: str) -> None:
+    """Export the served model to ONNX Runtime (checked against eager) and answer with it from
+    the next batch on; an export that fails or does not match leaves eager, with a warning."""
+    eager = served.predictor
+    threads = settings.inference_intra_op_threads or os.cpu_count() or 1
+    try:
+        served.predictor = OnnxPredictor.export(eager.model, eager.card, threads=threads)
+        log.info("%s: answering with ONNX Runtime (%d intra-op threads)", what, threads)
+    except ExportError as exc:
+        log.warning("%s: ONNX Runtime refused (%s); answering with eager PyTorch", what, exc)
+    finally:
+        served.ready.set()
+
+
+def forward(served: ServedModel, chunk: int) -> Callable[..., Prediction]:
+    """One batch's forward, run in the inference executor, by the served model's predictor of
+    the moment: chunks of at most `chunk` samples, stopping between them when `stop()` says
+    every client left; JSON-safe outputs."""
 
     def run(samples: np.ndarray, stop: Callable[[], bool]) -> Prediction:
-        result = predictor.predict(samples, chunk=chunk, stop=stop)
+        result = served.predictor.predict(samples, chunk=chunk, stop=stop)
         probabilities = result.probabilities
         return Prediction(
             _finite_or_none(result.predictions),
@@ -303,7 +315,11 @@ async def predict(
         )
     predictor = served.predictor
     check_budget(predictor, len(inputs), settings.max_predict_work_bytes, row)
-    samples = check_inputs(inputs, predictor.input_shape, max_samples)
+    shape = predictor.input_shape
+    if len(inputs) * math.prod(shape) <= INLINE_CHECK_NUMBERS:
+        samples = check_inputs(inputs, shape, max_samples)
+    else:  # a large request is checked in a thread (one more hop), not on the event loop
+        samples = await anyio.to_thread.run_sync(check_inputs, inputs, shape, max_samples)
     gone = threading.Event()
     watcher = None
     if client_gone is not None:

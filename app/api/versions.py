@@ -4,8 +4,9 @@ A prediction names a model and a version reference; the row it resolves to is ke
 the hot path reads no database. Whatever changes models, versions or aliases, in any process,
 bumps the job store's registry revision (database triggers, migration 0003_i9); a task asks for
 it every `check_s` (TRAINSERVE_REGISTRY_CHECK_MS) and forgets every resolution when it moved.
-So a version published, deleted or aliased anywhere is seen within one check interval. While
-the revision is unknown (the job store is down), nothing is cached.
+So a version published, deleted or aliased anywhere is seen within one check interval; a change
+made through this process's own store (an alias set by this API) is seen at once. While the
+revision is unknown (the job store is down), nothing is cached.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class VersionCache:
         self.check_s = check_s
         self.revision: int | None = None
         self._rows: dict[tuple[str, Ref], ModelVersion] = {}
+        self._generation = 0  # bumped by forget(): a lookup begun before is not kept
         self.checks = 0
+        store.registry_listeners.append(self.forget)  # this process's own changes: at once
 
     def cached(self, name: str, ref: Ref) -> ModelVersion | None:
         return self._rows.get((name, ref))
@@ -42,18 +45,17 @@ class VersionCache:
         row = self._rows.get((name, ref))
         if row is not None:
             return row
-        before = self.revision
+        before = (self.revision, self._generation)
         row = await anyio.to_thread.run_sync(self.store.resolve_version, name, ref)
-        if before is not None and self.revision == before:
+        if before[0] is not None and (self.revision, self._generation) == before:
             if len(self._rows) >= MAX_ENTRIES:
                 self._rows.clear()
             self._rows[(name, ref)] = row
         return row
 
     def forget(self) -> None:
-        """After a change made by this process: nothing is cached until the next check has
-        read the revision that includes it (read-your-writes, with no wait)."""
-        self.revision = None
+        """Drop every resolution (called from any thread: the store's listeners)."""
+        self._generation += 1
         self._rows.clear()
 
     async def check(self) -> None:

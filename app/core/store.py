@@ -58,6 +58,13 @@ class JobStore:
         self.retry_seconds = retry_seconds
         bind = session_factory.kw.get("bind")
         self._postgres = bind is not None and bind.dialect.name == "postgresql"
+        # Called after this store changed models, versions or aliases (another process's
+        # changes are seen through registry_revision): the API forgets its resolved versions.
+        self.registry_listeners: list[Callable[[], None]] = []
+
+    def _registry_changed(self) -> None:
+        for listener in self.registry_listeners:
+            listener()
 
     def _run(self, work: Callable[[Session], T]) -> T:
         delay, deadline = 0.05, time.monotonic() + self.retry_seconds
@@ -473,7 +480,9 @@ class JobStore:
                 raise LeaseLost(job_id)
             return version
 
-        return self._run(apply)
+        version = self._run(apply)
+        self._registry_changed()
+        return version
 
     def _promote(
         self, session: Session, name: str, version: int, metrics: dict[str, Any], rule: dict
@@ -587,6 +596,7 @@ class JobStore:
             self._upsert_alias(session, name, alias, version)
 
         self._run(apply)
+        self._registry_changed()
 
     def delete_alias(self, name: str, alias: str) -> None:
         """Remove the alias; NotFound naming the model's aliases when it has no such alias."""
@@ -600,6 +610,7 @@ class JobStore:
                 raise NotFound(self._no_alias(session, name, alias))
 
         self._run(apply)
+        self._registry_changed()
 
     def resolve_version(self, name: str, ref: int | str | None) -> ModelVersion:
         """The version that `ref` names: a version number, an alias, or None: the version of
@@ -696,7 +707,9 @@ class JobStore:
             model.latest_version = remaining[-1] if remaining else 0
             return aliases
 
-        return self._run(apply)
+        removed = self._run(apply)
+        self._registry_changed()
+        return removed
 
     def delete_model(self, name: str) -> list[int]:
         """Remove every version and alias of a model (returns the version numbers). The name's
@@ -710,7 +723,9 @@ class JobStore:
             model.latest_version = 0
             return versions
 
-        return self._run(apply)
+        removed = self._run(apply)
+        self._registry_changed()
+        return removed
 
     @staticmethod
     def _version_numbers(session: Session, name: str) -> list[int]:
@@ -808,6 +823,7 @@ class JobStore:
             .values(corrupt=True)
         )
         self._run(lambda s: s.execute(stmt))
+        self._registry_changed()
 
     # -- uploaded datasets ----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from app.api import exports, inference
 from app.api.batcher import QueueFull
-from app.api.deps import CacheDep, ServicesDep, StoreDep, VersionsDep
+from app.api.deps import CacheDep, ServicesDep, StoreDep
 from app.api.schemas import (
     VERSION_MAX,
     AliasIn,
@@ -143,18 +143,13 @@ def get_model(
     ),
 )
 def set_alias(
-    name: Name,
-    alias: Alias,
-    body: Annotated[AliasIn, Body()],
-    store: StoreDep,
-    versions: VersionsDep,
+    name: Name, alias: Alias, body: Annotated[AliasIn, Body()], store: StoreDep
 ) -> AliasOut:
     """Point an alias at an existing version: made, or moved from the version it named.
 
     Aliases are slugs that are not only digits; `production` is what a prediction without
     `version` gets. The version must exist (404 naming the model's versions)."""
     store.set_alias(check_name(name), check_alias(alias), body.version)
-    versions.forget()
     return AliasOut(model_name=name, alias=alias, version=body.version)
 
 
@@ -166,11 +161,10 @@ def set_alias(
         404, 422, 503, e404="no such model, or it has no such alias (the message lists them)"
     ),
 )
-def delete_alias(name: Name, alias: Alias, store: StoreDep, versions: VersionsDep) -> Response:
+def delete_alias(name: Name, alias: Alias, store: StoreDep) -> Response:
     """Remove an alias (its version stays). Without `production`, predictions without
     `version` get the latest version."""
     store.delete_alias(check_name(name), check_alias(alias))
-    versions.forget()
     return Response(status_code=204)
 
 
@@ -347,7 +341,6 @@ def delete_version(
     version: Annotated[int, Path(ge=1, le=VERSION_MAX, description="a version number")],
     services: ServicesDep,
     cache: CacheDep,
-    versions: VersionsDep,
     force: Annotated[
         bool, Query(description="also remove the aliases that name this version")
     ] = False,
@@ -356,7 +349,6 @@ def delete_version(
     unless `force=true`. Its number is never given to another version."""
     deletion.delete_version(services, check_name(name), version, force)
     cache.discard(name, [version])
-    versions.forget()
     return Response(status_code=204)
 
 
@@ -366,13 +358,10 @@ def delete_version(
     response_class=Response,
     responses=error_responses(404, 503, e404="no such model"),
 )
-def delete_model(
-    name: Name, services: ServicesDep, cache: CacheDep, versions: VersionsDep
-) -> Response:
+def delete_model(name: Name, services: ServicesDep, cache: CacheDep) -> Response:
     """Delete a model: every version (rows, weights, exports) and alias. A later job may
     publish under the name again; its versions continue the numbering."""
     cache.discard(name, deletion.delete_model(services, check_name(name)))
-    versions.forget()
     return Response(status_code=204)
 
 

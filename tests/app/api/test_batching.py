@@ -95,21 +95,25 @@ def test_batched_answers_are_the_one_by_one_answers(tmp_path, models, architectu
     Runtime's export is checked to 1e-5 of eager, relative)."""
     result = models[architecture]
     shape, task = ARCHITECTURES[architecture]
-    app = create_app(settings_for(tmp_path, predict_backend=backend))
+    app = create_app(settings_for(tmp_path, predict_backend=backend, predict_max_wait_ms=1000))
     generator = torch.Generator().manual_seed(1)
     requests = [torch.rand(1 + i % 3, *shape, generator=generator).tolist() for i in range(10)]
     eager = Predictor(result.model, result.card)
     with serve(app) as url:
         publish(app.state.services, "m", result)
         path = "/v1/models/m/predict"
-        answers = post_all(url, path, [{"inputs": inputs} for inputs in requests])
+        first = post_all(url, path, [{"inputs": requests[0]}])  # loads it (eager answers)
+        assert first[0].status_code == 200, first[0].text
         served = served_of(app, "m")
+        assert served.ready.wait(180)  # the ONNX export runs in the background
         stats = served.batcher.stats
+        before = (stats.batches, stats.samples)
+        answers = post_all(url, path, [{"inputs": inputs} for inputs in requests])
     expected_type = "OnnxPredictor" if backend == "onnx" else "Predictor"
     assert type(served.predictor).__name__ == expected_type
     assert [a.status_code for a in answers] == [200] * len(requests), answers[0].text
-    assert stats.batches < len(requests)  # they were batched (at most 64 samples each)
-    assert stats.samples == sum(len(r) for r in requests)
+    assert stats.batches - before[0] < len(requests)  # batched (at most 64 samples each)
+    assert stats.samples - before[1] == sum(len(r) for r in requests)
     for inputs, answer in zip(requests, answers, strict=True):
         samples = np.asarray(inputs, dtype=np.float32)
         alone, reference = served.predictor.predict(samples), eager.predict(samples)
@@ -187,11 +191,12 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path, models, monkeypatch
         inference_threads=1,  # one forward at a time: the held one
     )
     app = create_app(settings)
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
     original = Predictor.predict
 
     def held(self, samples, chunk=None, stop=lambda: False):
-        release.wait(30)
+        entered.set()
+        release.wait(60)
         return original(self, samples, chunk=chunk, stop=stop)
 
     one = {"inputs": torch.rand(1, *IMAGE).tolist()}
@@ -203,9 +208,9 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path, models, monkeypatch
         monkeypatch.setattr(Predictor, "predict", held)
         with ThreadPoolExecutor(3) as pool:
             running = pool.submit(client.post, path, json=one)
-            wait_until(lambda: batcher.stats.batches == 1 and not len(batcher), 10, "a forward")
+            assert entered.wait(60)  # its forward runs (and is held)
             queued = [pool.submit(client.post, path, json=one) for _ in range(2)]
-            wait_until(lambda: len(batcher) == 2, 10, "two queued requests")
+            wait_until(lambda: len(batcher) == 2, 60, "two queued requests")
             refused = client.post(path, json=one)
             release.set()
             answers = [running.result(), *(q.result() for q in queued)]
