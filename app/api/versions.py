@@ -2,7 +2,7 @@
 
 A prediction names a model and a version reference; the row it resolves to is kept here, so
 the hot path reads no database. Whatever changes models, versions or aliases, in any process,
-bumps the job store's registry revision (database triggers, migration 0003_i9); a task asks for
+bumps the job store's registry revision (database triggers, migration 0005); a task asks for
 it every `check_s` (TRAINSERVE_REGISTRY_CHECK_MS) and forgets every resolution when it moved.
 So a version published, deleted or aliased anywhere is seen within one check interval; a change
 made through this process's own store (an alias set by this API) is seen at once. While the

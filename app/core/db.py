@@ -151,7 +151,7 @@ class ModelAlias(Base):
 
 class RegistryRevision(Base):
     """One row whose `revision` is bumped by database triggers on every insert, update and
-    delete of models, model_versions and model_aliases (migration 0003_i9), whichever process
+    delete of models, model_versions and model_aliases (migration 0005), whichever process
     or code made it: an API process compares it to what it cached to know the registry moved."""
 
     __tablename__ = "registry_revision"

@@ -561,7 +561,7 @@ class JobStore:
 
     def registry_revision(self) -> int:
         """A number that changes whenever models, versions or aliases change, by any process
-        (bumped by database triggers, migration 0003_i9): cached lookups compare it."""
+        (bumped by database triggers, migration 0005): cached lookups compare it."""
         stmt = select(RegistryRevision.revision).where(RegistryRevision.id == 1)
         return self._run(lambda s: s.scalar(stmt)) or 0
 

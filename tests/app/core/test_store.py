@@ -184,7 +184,7 @@ def test_aliases_are_set_moved_resolved_and_deleted(store):
 
 
 def test_the_registry_revision_moves_with_every_change_of_models_versions_and_aliases(store):
-    """Bumped by the database's triggers (migration 0003_i9): by the store's own writes, by
+    """Bumped by the database's triggers (migration 0005): by the store's own writes, by
     any other SQL (another process, a deletion), never by reads or by jobs."""
     seen = [store.registry_revision()]
 

@@ -3,8 +3,8 @@
 The columns are spelled out, not taken from app.core.db, so that this revision stays what it
 was when the models change.
 
-Revision ID: 0003_i12
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-06
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_i12"
-down_revision = "0003_i10"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -2,8 +2,8 @@
 and aliases, so that API processes can cache version lookups and notice a change made by any
 other process (a worker publishing, another API deleting or moving an alias).
 
-Revision ID: 0003_i9
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-06
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_i9"
-down_revision = "0003_i12"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

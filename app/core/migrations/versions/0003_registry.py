@@ -8,7 +8,7 @@
 The columns are spelled out, not taken from app.core.db, so that this revision stays what it
 was when the models change.
 
-Revision ID: 0003_i10
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-06
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_i10"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
