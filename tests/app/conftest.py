@@ -39,6 +39,10 @@ def make_settings(tmp_path, **overrides: Any) -> Settings:
         "max_predict_samples": 16,
         "max_body_bytes": 64 * 1024,
         "max_upload_bytes": 256 * 1024,
+        # Eager PyTorch throughout (the default, auto, switches some architectures to ONNX
+        # Runtime seconds after a load, with answers equal to 1e-5, not bit for bit);
+        # tests/app/api/test_batching.py tests both backends.
+        "predict_backend": "eager",
     }
     return Settings(**(values | overrides))
 
