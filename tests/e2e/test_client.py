@@ -9,6 +9,8 @@ import subprocess
 import time
 
 import httpx
+import numpy as np
+import onnxruntime
 import pytest
 
 from models.weights_file import read_card
@@ -92,6 +94,13 @@ def test_submit_wait_predict_download_round_trip(served):
     info = json.loads(downloaded.stdout)
     card = read_card((cwd / "w.safetensors").read_bytes())
     assert card.architecture == "house_prices_mlp" and info["bytes"] > 0
+    # the portable export, run outside trainserve, answers what predict answered
+    exported = cli(served, "models", "download", "house", "--format", "onnx", "--out", "h.onnx")
+    assert exported.returncode == 0, exported.stderr
+    session = onnxruntime.InferenceSession(str(cwd / "h.onnx"))
+    row = np.array([[float(v) for v in FIRST_HOUSE.split(",")]], dtype=np.float32)
+    (outside,) = session.run(None, {"input": row})
+    assert abs(float(outside[0][0]) - answer["predictions"][0]) < 1e-4
 
     aliased = cli(served, "models", "alias", "house", "production", "1", "-o", "json")
     assert json.loads(aliased.stdout) == {
@@ -214,6 +223,34 @@ def test_timeout_detach_and_cancel_exit_codes(served):
     out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 3, (out, err)
     assert json.loads(out)["status"] == "cancelled"
+
+    deleted = cli(served, "jobs", "delete", job_id)
+    assert deleted.returncode == 0, deleted.stderr
+    gone = cli(served, "jobs", "get", job_id)
+    assert gone.returncode == 2 and "does not exist" in gone.stderr, gone.stderr
+    no_trace(gone)
+
+
+def test_deleting_a_running_job_exits_2_with_the_servers_reason(served):
+    submitted = cli(
+        served,
+        "jobs",
+        "submit",
+        "--model-name",
+        "busy",
+        *HOUSE,
+        "--epochs",
+        "5000",
+        "--batch-size",
+        "1",
+        "-o",
+        "json",
+    )
+    job_id = json.loads(submitted.stdout)["id"]
+    refused = cli(served, "jobs", "delete", job_id)
+    assert refused.returncode == 2 and "cancel it" in refused.stderr, refused.stderr
+    no_trace(refused)
+    assert cli(served, "jobs", "cancel", job_id).returncode == 0
 
 
 def get_status(served, job_id) -> str:
