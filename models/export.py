@@ -15,8 +15,11 @@ graph plus raw tensor bytes).
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 import logging
+import threading
 
 import numpy as np
 import torch
@@ -27,6 +30,19 @@ from models.preprocessing import Standardizer
 from models.weights_file import ModelCard
 
 log = logging.getLogger(__name__)
+
+# torch.export traces with process-wide state (dynamo, fake tensors), so two exports at once
+# break each other: one export at a time per process.
+_EXPORT_LOCK = threading.Lock()
+
+
+def _one_at_a_time(export):
+    @functools.wraps(export)
+    def wrapper(*args, **kwargs):
+        with _EXPORT_LOCK:
+            return export(*args, **kwargs)
+
+    return wrapper
 
 ONNX_OPSET = 18  # onnxscript's own opset: no download, no version conversion
 TOLERANCE = 1e-5  # |export - eager| <= TOLERANCE * max(1, |eager|), checked at export
@@ -72,8 +88,11 @@ class ServingModule(nn.Module):
 
 
 def serving_module(model: nn.Module, card: ModelCard) -> ServingModule:
-    """`model` (trained, on any device) wrapped for serving: on the CPU, in eval mode."""
-    return ServingModule(model, card).to("cpu").eval()
+    """A copy of `model` (trained, on any device) wrapped for serving: on the CPU, in eval mode.
+
+    A copy, because tracing swaps a module's parameters for fake tensors while it runs: the
+    original may be answering predictions in another thread meanwhile."""
+    return ServingModule(copy.deepcopy(model), card).to("cpu").eval()
 
 
 def sample_inputs(card: ModelCard, batch: int, seed: int = 0) -> torch.Tensor:
@@ -116,6 +135,7 @@ def _eager(module: ServingModule, x: torch.Tensor) -> torch.Tensor:
         return module(x)
 
 
+@_one_at_a_time
 def to_pt2(model: nn.Module, card: ModelCard) -> bytes:
     """A `torch.export` program (dynamic batch dimension) saved with `torch.export.save`.
 
@@ -141,6 +161,7 @@ def _run_pt2(data: bytes, x: torch.Tensor, card: ModelCard) -> np.ndarray:
         raise ExportError(f"the pt2 export of '{card.architecture}' does not run: {exc}") from exc
 
 
+@_one_at_a_time
 def to_onnx(model: nn.Module, card: ModelCard) -> bytes:
     """An ONNX model, input `input` (batch, *input_shape) -> output `output` (batch, K).
 

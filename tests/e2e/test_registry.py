@@ -157,4 +157,5 @@ def test_deletions_and_their_refusals(stack):
 
         assert client.delete("/v1/models/doomed").status_code == 204
         assert client.get("/v1/models/doomed").status_code == 404
-        assert list(weights.iterdir()) == []
+        # the local store removes the folders that deletions leave empty
+        assert not weights.exists() or list(weights.iterdir()) == []

@@ -1,6 +1,7 @@
 """ONNX and torch.export exports: self-contained, and answering as the Predictor does."""
 
 import io
+import threading
 
 import numpy as np
 import onnx
@@ -9,7 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from models.export import ExportError, ServingModule, serving_module, to_onnx, to_pt2
+from models.export import (
+    ExportError,
+    ServingModule,
+    sample_inputs,
+    serving_module,
+    to_onnx,
+    to_pt2,
+)
 from models.predictor import Predictor
 from models.preprocessing import Standardizer
 from models.weights_file import ModelCard, deserialize_model, serialize_model
@@ -159,3 +167,34 @@ def test_export_that_disagrees_with_eager_is_refused():
     )
     with pytest.raises(ExportError, match="differs from the eager module"):
         to_onnx(_Drifting(), card)
+
+
+def test_exports_trace_a_copy_so_the_served_module_keeps_answering():
+    """Tracing swaps parameters for fake tensors while it runs; the module a predictor holds
+    must never see that (it answers requests in other threads during an export)."""
+    model, card, _ = _trained_like(*CASES[0])
+    module = serving_module(model, card)
+    assert module.model is not model
+    assert all(a is not b for a, b in zip(module.parameters(), model.parameters(), strict=False))
+    x = sample_inputs(card, 3)
+    with torch.inference_mode():
+        before = model(x)
+    answers, failures, done = [], [], threading.Event()
+
+    def predict_meanwhile():
+        while not done.is_set():
+            try:
+                with torch.inference_mode():
+                    answers.append(model(x))
+            except Exception as exc:  # what a prediction during an export used to hit
+                failures.append(exc)
+
+    thread = threading.Thread(target=predict_meanwhile)
+    thread.start()
+    try:
+        to_pt2(model, card)
+    finally:
+        done.set()
+        thread.join()
+    assert not failures and answers
+    assert all(torch.equal(a, before) for a in answers)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from app.api import schemas
 
 NO_BODY = {"204"}
-BINARY = {"application/octet-stream"}  # the weights: bytes, described by format "binary"
+BINARY = {"application/octet-stream", "application/onnx"}  # weights, exports: "binary" bytes
 
 
 def responses(document: dict):
