@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test system-packages bench clean
+.PHONY: run test test-faults system-packages bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ test: $(STAMP) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not fault"
+
+# The fault-injection suite (kill -9, SIGTERM, Redis restarts, dropped connections, S3 outages,
+# several hosts): about 7 minutes on 2 cores, so it runs on its own; CI runs it after `make test`.
+test-faults: $(STAMP) system-packages
+	$(BIN)/python -m pytest -q -m fault
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
