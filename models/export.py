@@ -44,6 +44,7 @@ def _one_at_a_time(export):
 
     return wrapper
 
+
 ONNX_OPSET = 18  # onnxscript's own opset: no download, no version conversion
 TOLERANCE = 1e-5  # |export - eager| <= TOLERANCE * max(1, |eager|), checked at export
 _CHECK_BATCHES = (1, 3)  # two batch sizes, so a batch dimension baked in as a constant shows
