@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         "OMP_WAIT_POLICY is PASSIVE in the API unless set",
     )
     predict_backend: Literal["auto", "eager", "onnx"] = Field(
-        "auto",
+        "eager",  # auto's background export can still race a forward: issue 9 stays open
         description="how loaded versions run: eager PyTorch, ONNX Runtime (exported when the "
         "version is loaded, checked against eager), or auto: ONNX Runtime for the built-in "
         "architectures where it measured at least 1.3x faster (docs/benchmarks.md), else eager",
