@@ -23,6 +23,7 @@ from app.api.events import JobEvents
 from app.api.inference import ModelCache
 from app.api.metrics import MetricsMiddleware
 from app.api.middleware import SECURED_PREFIX, GuardMiddleware
+from app.api.predict_lane import PredictLane
 from app.api.routes import catalogue, datasets, health, jobs, metrics, registry, workers
 from app.api.routes.docs import add_docs
 from app.api.schemas import ErrorOut, error_responses
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.job_events = JobEvents(settings.max_streams_per_key)  # shared event pollers
     if services is not None:
         app.state.services = services
+    app.add_middleware(PredictLane)  # innermost: after the guard's checks
     app.add_middleware(
         GuardMiddleware,
         max_body_bytes=settings.max_body_bytes,

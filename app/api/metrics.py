@@ -11,6 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.error_handlers import iter_routes
 from app.core import metrics
 
+# A route that answers before FastAPI routes (app/api/predict_lane.py) names its template here.
+ROUTE_KEY = "trainserve.route"
+
 
 class MetricsMiddleware:
     """Outermost: also counts what the guard answers before routing (401, 413). FastAPI keeps
@@ -43,6 +46,8 @@ def route_template(scope: Scope) -> str:
     """The template of the route that matches the request (`/v1/jobs/{job_id}`), also for what
     was answered before routing (401, 413); a method the route lacks (405) still names it;
     `unmatched` when no route does. Label values stay bounded whatever paths clients send."""
+    if ROUTE_KEY in scope:
+        return scope[ROUTE_KEY]
     routes = _routes(scope["app"])
     partial = None
     for route in routes:

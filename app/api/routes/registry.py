@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, BinaryIO, Literal, get_args
 
 import anyio.to_thread
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
+from starlette.datastructures import State
 
 from app.api import exports, inference
 from app.api.batcher import QueueFull
@@ -199,9 +200,20 @@ async def predict(
     Requests to one version are batched (TRAINSERVE_PREDICT_MAX_BATCH, ..._MAX_WAIT_MS); when
     its queue is full (TRAINSERVE_PREDICT_MAX_QUEUE) the answer is 503 with Retry-After.
     """
-    # The hot path reads app.state itself: FastAPI's resolution of each dependency costs
-    # more than the dependency (about a fifth of the event loop's time per request, profiled).
-    state = request.app.state
+    return await answer_prediction(
+        request.app.state, name, version, body.inputs, request.is_disconnected
+    )
+
+
+async def answer_prediction(
+    state: State,
+    name: str,
+    version: int | str | None,
+    inputs: list[Any],
+    client_gone: Callable[[], Awaitable[bool]],
+) -> Response:
+    """The predict route's answer, also given by app/api/predict_lane.py's fast lane. It reads
+    app.state itself: FastAPI's resolution of each dependency costs more than the dependency."""
     ref = version_ref(version)
     versions: VersionCache = state.versions
     row = versions.cached(name, ref) or await versions.resolve(check_name(name), ref)
@@ -211,8 +223,8 @@ async def predict(
             state.model_cache,
             state.inference_executor,
             row,
-            body.inputs,
-            client_gone=request.is_disconnected,
+            inputs,
+            client_gone=client_gone,
         )
     except Abandoned:
         log.info("prediction for %s v%d abandoned: the client left", row.model_name, row.version)
