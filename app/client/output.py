@@ -60,3 +60,13 @@ def show(output: str, data: Any, render: Callable[[Any], None]) -> None:
         emit_json(data)
     else:
         render(data)
+
+
+def show_rows(
+    output: str,
+    items: list[dict[str, Any]],
+    columns: Sequence[str],
+    row: Callable[[dict[str, Any]], Sequence[Any]],
+) -> None:
+    """A list as JSON with -o json, else a table: `row(item)` for each item, under `columns`."""
+    show(output, items, lambda items: table([row(item) for item in items], columns))

@@ -48,25 +48,46 @@ def cli(served, *args, input=None, env=None, timeout=180):
     )
 
 
+def submit(served, name: str, epochs: int, *flags: str):
+    """`trainserve jobs submit` of a house-prices job: model NAME, EPOCHS epochs, and FLAGS."""
+    request = ["--model-name", name, *HOUSE, "--epochs", str(epochs)]
+    return cli(served, "jobs", "submit", *request, *flags)
+
+
+def submit_id(served, name: str, epochs: int, *flags: str) -> str:
+    """Submit as `submit` does, without waiting; the new job's id."""
+    submitted = submit(served, name, epochs, *flags, "-o", "json")
+    assert submitted.returncode == 0, (submitted.stdout, submitted.stderr)
+    return json.loads(submitted.stdout)["id"]
+
+
+def long_job(served, name: str) -> str:
+    """The id of a job that trains for minutes (5000 epochs of batches of 1)."""
+    return submit_id(served, name, 5000, "--batch-size", "1")
+
+
+def watcher(served, job_id: str, *flags: str) -> subprocess.Popen:
+    """`trainserve jobs watch JOB_ID` running in the background, the URL from TRAINSERVE_URL."""
+    _proc, url, cwd = served
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
+    env["TRAINSERVE_URL"] = url
+    return subprocess.Popen(
+        [TRAINSERVE, "jobs", "watch", job_id, *flags],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def no_trace(result) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_submit_wait_predict_download_round_trip(served):
     _proc, _url, cwd = served
-    submitted = cli(
-        served,
-        "jobs",
-        "submit",
-        "--model-name",
-        "house",
-        *HOUSE,
-        "--epochs",
-        "5",
-        "--wait",
-        "-o",
-        "json",
-    )
+    submitted = submit(served, "house", 5, "--wait", "-o", "json")
     assert submitted.returncode == 0, (submitted.stdout, submitted.stderr)
     job = json.loads(submitted.stdout)  # stdout is the job alone; progress went to stderr
     assert job["status"] == "succeeded" and job["model_version"] == 1
@@ -149,79 +170,34 @@ def test_submit_from_a_file_and_upload_a_dataset(served):
 
 
 def test_a_failed_job_exits_1_with_its_error(served):
-    result = cli(
-        served,
-        "jobs",
-        "submit",
-        "--model-name",
-        "diverges",
-        *HOUSE,
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "10",
-        "--epochs",
-        "5",
-        "--wait",
-    )
+    result = submit(served, "diverges", 5, "--optimizer", "sgd", "--lr", "10", "--wait")
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "failed: diverged at epoch 1" in result.stderr
     no_trace(result)
 
 
 def test_timeout_detach_and_cancel_exit_codes(served):
-    submitted = cli(
-        served,
-        "jobs",
-        "submit",
-        "--model-name",
-        "long",
-        *HOUSE,
-        "--epochs",
-        "5000",
-        "--batch-size",
-        "1",
-        "-o",
-        "json",
-    )
-    job_id = json.loads(submitted.stdout)["id"]
+    job_id = long_job(served, "long")
 
     timed_out = cli(served, "jobs", "watch", job_id, "--timeout", "1.5")
     assert timed_out.returncode == 4, (timed_out.stdout, timed_out.stderr)
     assert f"Re-attach with: trainserve jobs watch {job_id}" in timed_out.stderr
 
     # Ctrl-C detaches: the job goes on
-    proc, url, cwd = served
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINSERVE_")}
-    env["TRAINSERVE_URL"] = url
-    watcher = subprocess.Popen(
-        [TRAINSERVE, "jobs", "watch", job_id],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    watching = watcher(served, job_id)
     wait_until(lambda: "running" in get_status(served, job_id), 60, "the job to run")
     time.sleep(1.0)
-    watcher.send_signal(signal.SIGINT)
-    out, err = watcher.communicate(timeout=30)
-    assert watcher.returncode == 130, (out, err)
+    watching.send_signal(signal.SIGINT)
+    out, err = watching.communicate(timeout=30)
+    assert watching.returncode == 130, (out, err)
     assert f"detached from job {job_id}" in err and "Traceback" not in err
     assert get_status(served, job_id) == "running"
 
-    watcher = subprocess.Popen(
-        [TRAINSERVE, "jobs", "watch", job_id, "-o", "json"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    watching = watcher(served, job_id, "-o", "json")
     cancelled = cli(served, "jobs", "cancel", job_id)
     assert cancelled.returncode == 0, cancelled.stderr
-    out, err = watcher.communicate(timeout=60)
-    assert watcher.returncode == 3, (out, err)
+    out, err = watching.communicate(timeout=60)
+    assert watching.returncode == 3, (out, err)
     assert json.loads(out)["status"] == "cancelled"
 
     deleted = cli(served, "jobs", "delete", job_id)
@@ -232,21 +208,7 @@ def test_timeout_detach_and_cancel_exit_codes(served):
 
 
 def test_deleting_a_running_job_exits_2_with_the_servers_reason(served):
-    submitted = cli(
-        served,
-        "jobs",
-        "submit",
-        "--model-name",
-        "busy",
-        *HOUSE,
-        "--epochs",
-        "5000",
-        "--batch-size",
-        "1",
-        "-o",
-        "json",
-    )
-    job_id = json.loads(submitted.stdout)["id"]
+    job_id = long_job(served, "busy")
     refused = cli(served, "jobs", "delete", job_id)
     assert refused.returncode == 2 and "cancel it" in refused.stderr, refused.stderr
     no_trace(refused)
@@ -301,19 +263,7 @@ def test_watch_polls_when_it_gets_no_stream(tmp_path):
     """All of the key's event streams are taken (429): watch follows the job by polling."""
     with embedded_serve(tmp_path, {"TRAINSERVE_MAX_STREAMS_PER_KEY": "1"}) as (proc, url):
         served = (proc, url, tmp_path)
-        submitted = cli(
-            served,
-            "jobs",
-            "submit",
-            "--model-name",
-            "polled",
-            *HOUSE,
-            "--epochs",
-            "300",
-            "-o",
-            "json",
-        )
-        job_id = json.loads(submitted.stdout)["id"]
+        job_id = submit_id(served, "polled", 300)
         key = (tmp_path / ".trainserve" / "api_key").read_text().strip()
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.stream("GET", f"{url}/v1/jobs/{job_id}/events", headers=headers) as held:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from app.client.commands import read_inputs
+from app.client.commands.models import read_inputs
 from app.client.errors import USAGE, CliError
 from app.client.http import refused
 

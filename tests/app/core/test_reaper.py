@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from app.core import store as store_module
 from app.core.cleanup import checkpoint_dir, sweep
 from app.core.db import JobStatus
 from app.core.reaper import Reaper
 from app.core.services import build_services
 from app.core.settings import Settings
+from app.core.store import base as store_module  # where the store reads its clock
 from tests.e2e.processes import postgres_database
 from workers.progress import Heartbeat
 
