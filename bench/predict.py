@@ -5,9 +5,9 @@ One run, one process tree: this script trains three small models (mnist_convnet 
 numbers do not matter), publishes them into a fresh trainserve data dir as a worker does, and
 starts side by side
 
-- **trainserve**: `trainserve api` (SQLite, API key, uvicorn with its h11 protocol and
-  slow-client deadlines, dynamic batching), configured by the TRAINSERVE_* variables given with
-  --env;
+- **trainserve**: `trainserve api` (SQLite, API key, uvicorn with its httptools protocol and
+  the slow-client deadlines of app/api/server.py, dynamic batching), configured by the
+  TRAINSERVE_* variables given with --env;
 - **minimal**: bench/minimal_endpoint.py, a `def` FastAPI handler doing one forward per request
   on the same weights files, uvicorn's defaults (httptools).
 
