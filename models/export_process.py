@@ -16,17 +16,22 @@ The parent side writes the weights to a temporary folder, runs that command with
 interpreter and import path as its own (so the child imports this very `models` package,
 installed editable or found through PYTHONPATH), with few threads and a lower CPU priority
 (it must not starve the parent's forwards), waits at most `timeout_s` (then kills it), and
-removes the folder in every case.
+removes the folder in every case, also when the parent exits normally meanwhile (then the
+child is killed). A parent killed with SIGKILL leaves its folder in the temporary directory;
+the child finishes on its own and exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from models.errors import CheckpointError
@@ -51,10 +56,11 @@ def export_in_child(
     longer than `timeout_s` (it is killed)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
-    with tempfile.TemporaryDirectory(prefix="trainserve-export-") as folder:
-        weights_path = Path(folder) / "weights.safetensors"
-        out_path = Path(folder) / f"export.{fmt}"
-        log_path = Path(folder) / "child.log"
+    folder = _live.open_folder()
+    try:
+        weights_path = folder / "weights.safetensors"
+        out_path = folder / f"export.{fmt}"
+        log_path = folder / "child.log"
         weights_path.write_bytes(weights)
         command = [
             sys.executable,
@@ -67,7 +73,8 @@ def export_in_child(
             str(threads),
         ]
         with open(log_path, "wb") as log:
-            child = subprocess.Popen(
+            child = _live.start(
+                folder,
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -93,6 +100,57 @@ def export_in_child(
             return out_path.read_bytes()
         except FileNotFoundError:
             raise ExportError(f"the {fmt} export's process exited 0 but wrote nothing") from None
+    finally:
+        _live.close_folder(folder)
+
+
+class _LiveExports:
+    """The temporary folders and children of the exports under way in this process, so that
+    they go when it exits normally (a server stopped by SIGTERM) while an export runs in a
+    daemon thread, which the interpreter stops without running its `finally` blocks: at exit
+    the children are killed, the folders removed, and no new export starts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._folders: dict[Path, subprocess.Popen | None] = {}
+        self._exiting = False
+        atexit.register(self.close_all)
+
+    def open_folder(self) -> Path:
+        with self._lock:
+            self._refuse_if_exiting()
+            folder = Path(tempfile.mkdtemp(prefix="trainserve-export-"))
+            self._folders[folder] = None
+            return folder
+
+    def start(self, folder: Path, command: list[str], **popen) -> subprocess.Popen:
+        with self._lock:
+            self._refuse_if_exiting()
+            child = subprocess.Popen(command, **popen)
+            self._folders[folder] = child
+            return child
+
+    def close_folder(self, folder: Path) -> None:
+        with self._lock:
+            self._folders.pop(folder, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def close_all(self) -> None:
+        with self._lock:
+            self._exiting = True
+            live, self._folders = self._folders, {}
+        for folder, child in live.items():
+            if child is not None and child.poll() is None:
+                child.kill()
+                child.wait()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _refuse_if_exiting(self) -> None:
+        if self._exiting:
+            raise ExportError("this process is exiting: no export starts now")
+
+
+_live = _LiveExports()
 
 
 def _child_env(threads: int) -> dict[str, str]:

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import onnxruntime
 import pytest
@@ -79,6 +80,53 @@ def test_a_child_that_runs_too_long_is_killed():
     pid = int(re.search(r"pid (\d+)", str(info.value)).group(1))
     with pytest.raises(ProcessLookupError):  # killed and reaped: no such process any more
         os.kill(pid, 0)
+
+
+_EXIT_WHILE_EXPORTING = """
+import sys, threading, time
+from pathlib import Path
+from models.export_process import export_in_child
+data = Path(sys.argv[1]).read_bytes()
+threading.Thread(target=export_in_child, args=(data, "onnx"), daemon=True).start()
+folder = Path(sys.argv[2])
+while not any(folder.glob("trainserve-export-*/child.log")):  # the child is started
+    time.sleep(0.05)
+print("exporting", flush=True)
+"""  # then the main thread ends: the interpreter exits, the daemon thread is stopped
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Pids of the processes whose command line holds `text` (Linux /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if text.encode() in handle.read():
+                        pids.append(int(entry))
+            except OSError:  # gone meanwhile
+                continue
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_parent_that_exits_mid_export_kills_its_child_and_removes_its_folder(tmp_path):
+    """A server stopped while an export runs in a daemon thread: at exit the child is killed
+    and the temporary folder removed (the thread itself never gets to its `finally`)."""
+    data, *_ = _weights(CASES[0])
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(data)
+    folder = Path(tempfile.gettempdir())  # this test's own (the fixture above)
+    parent = subprocess.run(
+        [sys.executable, "-c", _EXIT_WHILE_EXPORTING, str(weights), str(folder)],
+        env=os.environ | {"TMPDIR": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert parent.returncode == 0 and parent.stdout == "exporting\n", parent.stderr
+    assert list(folder.iterdir()) == []
+    assert _processes_naming(str(folder)) == []  # no child left exporting
 
 
 def test_an_unknown_format_is_refused_before_any_process():
