@@ -3,7 +3,8 @@
 What a batch of the service's batcher costs in each backend, in one process, on the same
 weights: `Predictor.predict` (standardise -> module under inference_mode -> probabilities or
 original units) against `OnnxPredictor.predict` (models/export.py's ServingModule exported with
-a dynamic batch and run in onnxruntime), with the same number of intra-op threads. Rounds
+a dynamic batch, by a child process as in the service, and run in onnxruntime), with the same
+number of intra-op threads. Rounds
 alternate the backends; printed are the medians of the per-call seconds, the ratio, and the
 largest difference of the outputs (classification: probabilities; regression: values).
 
@@ -27,8 +28,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.predict import MODELS, train  # noqa: E402
+from models.export_process import export_in_child  # noqa: E402
 from models.onnx_predictor import OnnxPredictor  # noqa: E402
 from models.predictor import Predictor  # noqa: E402
+from models.weights_file import serialize_model  # noqa: E402
 
 
 def timed(call, seconds: float) -> float:
@@ -64,9 +67,10 @@ def main() -> None:
     for model in args.models.split(","):
         result = train(model)
         eager = Predictor(result.model, result.card)
+        onnx = export_in_child(serialize_model(result.model, result.card), "onnx")
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads)
-            ort = OnnxPredictor.export(result.model, result.card, threads=threads)
+            ort = OnnxPredictor.from_bytes(onnx, eager, threads=threads)
             for batch in (int(b) for b in args.batches.split(",")):
                 shape = (batch, *eager.input_shape)
                 x = torch.rand(shape, generator=torch.Generator().manual_seed(batch)).numpy()

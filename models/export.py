@@ -11,6 +11,11 @@ The probabilities are computed as models/predictor.py computes them: softmax, or
 trained with `bce_with_logits` the sigmoids normalised to sum to 1. Neither format involves
 TorchScript or pickle: ONNX is a protobuf, `.pt2` is `torch.export.save`'s archive (a JSON
 graph plus raw tensor bytes).
+
+torch.export and the dynamo ONNX exporter change process-wide state while they trace (dynamo's
+configuration, fake tensor modes, the exporter's flags, patched builtins): a process that does
+anything else meanwhile (the API answers predictions in other threads) runs them in a child
+process of its own, models/export_process.py.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ def _one_at_a_time(export):
 
 ONNX_OPSET = 18  # onnxscript's own opset: no download, no version conversion
 TOLERANCE = 1e-5  # |export - eager| <= TOLERANCE * max(1, |eager|), checked at export
-_CHECK_BATCHES = (1, 3)  # two batch sizes, so a batch dimension baked in as a constant shows
+CHECK_BATCHES = (1, 3)  # two batch sizes, so a batch dimension baked in as a constant shows
 _MAX_BATCH = 1 << 20
 
 
@@ -116,7 +121,9 @@ def _exported_program(module: ServingModule, card: ModelCard) -> torch.export.Ex
         raise ExportError(f"torch.export failed for '{card.architecture}': {exc}") from exc
 
 
-def _check(name: str, expected: torch.Tensor, got: np.ndarray, batch: int) -> None:
+def check_outputs(name: str, expected: torch.Tensor, got: np.ndarray, batch: int) -> None:
+    """ExportError unless `got` (an export's answer to a batch of `batch`) has the shape of
+    `expected` (eager's) and its values within TOLERANCE, relative to max(1, |eager|)."""
     got_t = torch.from_numpy(np.asarray(got, dtype=np.float32))
     if got_t.shape != expected.shape:
         raise ExportError(
@@ -147,9 +154,9 @@ def to_pt2(model: nn.Module, card: ModelCard) -> bytes:
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     data = buffer.getvalue()
-    for batch in _CHECK_BATCHES:
+    for batch in CHECK_BATCHES:
         x = sample_inputs(card, batch)
-        _check("pt2", _eager(module, x), _run_pt2(data, x, card), batch)
+        check_outputs("pt2", _eager(module, x), _run_pt2(data, x, card), batch)
     return data
 
 
@@ -188,7 +195,7 @@ def to_onnx(model: nn.Module, card: ModelCard) -> bytes:
         raise ExportError(f"ONNX export failed for '{card.architecture}': {exc}") from exc
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    for batch in _CHECK_BATCHES:
+    for batch in CHECK_BATCHES:
         x = sample_inputs(card, batch)
         try:
             session = onnxruntime.InferenceSession(
@@ -199,5 +206,5 @@ def to_onnx(model: nn.Module, card: ModelCard) -> bytes:
             raise ExportError(
                 f"the ONNX export of '{card.architecture}' does not run in onnxruntime: {exc}"
             ) from exc
-        _check("onnx", _eager(module, x), got, batch)
+        check_outputs("onnx", _eager(module, x), got, batch)
     return data

@@ -104,6 +104,22 @@ class Predictor:
         """Samples per forward so that one forward's activations stay under `max_chunk_bytes`."""
         return max(1, max_chunk_bytes // self.bytes_per_sample)
 
+    def outputs(self, samples: np.ndarray) -> np.ndarray:
+        """One forward: `samples` (B, *input_shape) float32 in the original units -> (B, K)
+        float32, class probabilities or values in the original units of the targets (what
+        models/export.py's ServingModule gives)."""
+        with torch.inference_mode():
+            out = self.model(self._inputs.transform(torch.from_numpy(samples))).float()
+            if self.card.task == "classification":
+                if self.card.loss == "bce_with_logits":
+                    probs = torch.sigmoid(out)
+                    out = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
+                else:
+                    out = torch.softmax(out, dim=1)
+            elif self._targets is not None:
+                out = self._targets.inverse_transform(out)
+            return out.cpu().numpy()
+
     def predict(
         self,
         samples: np.ndarray,
@@ -112,23 +128,28 @@ class Predictor:
     ) -> Prediction:
         """`samples` as returned by `check_inputs`, in the original units of the dataset, run
         `chunk` samples at a time; `stop()` is asked before each chunk (Abandoned when true)."""
-        chunk = chunk or len(samples)
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(samples), chunk):
-                if stop():
-                    raise Abandoned(f"stopped after {start} of {len(samples)} samples")
-                x = self._inputs.transform(torch.from_numpy(samples[start : start + chunk]))
-                outputs.append(self.model(x).float())
-            out = torch.cat(outputs)
-        if self.card.task == "classification":
-            if self.card.loss == "bce_with_logits":
-                probs = torch.sigmoid(out)
-                probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
-            else:
-                probs = torch.softmax(out, dim=1)
-            return Prediction(probs.argmax(dim=1).tolist(), probs.tolist())
-        if self._targets is not None:
-            out = self._targets.inverse_transform(out)
-        values = out.tolist()
-        return Prediction([row[0] if len(row) == 1 else row for row in values])
+        return predict_in_chunks(self.outputs, samples, self.card.task, chunk, stop)
+
+
+def predict_in_chunks(
+    outputs: Callable[[np.ndarray], np.ndarray],
+    samples: np.ndarray,
+    task: str,
+    chunk: int | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> Prediction:
+    """The answer to `samples` (N, *input_shape) float32, from `outputs` (a forward: (B, ...)
+    -> (B, K) probabilities or values, as `Predictor.outputs`) run on `chunk` samples at a
+    time; `stop()` is asked before each chunk (Abandoned when true). Shared by every backend,
+    so that they chunk, stop and shape their answers alike."""
+    chunk = chunk or len(samples)
+    parts = []
+    for start in range(0, len(samples), chunk):
+        if stop():
+            raise Abandoned(f"stopped after {start} of {len(samples)} samples")
+        parts.append(outputs(np.ascontiguousarray(samples[start : start + chunk], np.float32)))
+    out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if task == "classification":
+        return Prediction(out.argmax(axis=1).tolist(), out.tolist())
+    values = out.tolist()
+    return Prediction([row[0] if len(row) == 1 else row for row in values])

@@ -23,24 +23,25 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
 
+from app.api import exports
 from app.api.batcher import Batcher
+from app.api.stored_weights import open_verified_weights as open_verified_weights  # downloads
+from app.api.stored_weights import verified_weights, version_name
 from app.core import metrics
-from app.core.artifacts import ArtifactMissing, weights_key
+from app.core.artifacts import export_key
 from app.core.db import ModelVersion
 from app.core.errors import Unavailable
 from app.core.services import Services
 from app.core.settings import Settings
 from models.errors import CheckpointError
 from models.export import ExportError
-from models.files import sha256_hex, sha256_of_file
 from models.onnx_predictor import OnnxPredictor
 from models.predictor import InputError, Prediction, Predictor, check_inputs
-from models.weights_file import read_card, read_card_from
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class ServedModel:
 
 def load_predictor(services: Services, row: ModelVersion) -> tuple[Predictor, int]:
     """Read a version's weights, verify them against the row, and build the predictor."""
-    what = f"model '{row.model_name}' version {row.version}"
+    what = version_name(row)
     data = verified_weights(services, row)
     try:
         predictor = Predictor.from_bytes(data)
@@ -164,8 +165,9 @@ def load_served(
     services: Services, row: ModelVersion, executor: Executor
 ) -> tuple[ServedModel, int]:
     """`load_predictor`, with a batcher configured from settings; when the settings choose
-    ONNX Runtime for it, the export starts in a thread of its own (seconds), and the eager
-    predictor answers until it is done."""
+    ONNX Runtime for it, a thread of its own fetches the version's ONNX export (made once by a
+    child process and kept in the artifact store: seconds the first time), and the eager
+    predictor answers until it is checked and ready."""
     settings = services.settings
     predictor, size = load_predictor(services, row)
     served = ServedModel(predictor)
@@ -176,31 +178,52 @@ def load_served(
         max_wait_s=settings.predict_max_wait_ms / 1000,
         max_queue=settings.predict_max_queue,
         max_in_flight=settings.inference_threads,
-        name=_what(row),
+        name=version_name(row),
         model=row.model_name,
     )
     if uses_onnx(settings, predictor.card.architecture):
-        export = threading.Thread(
-            target=_switch_to_onnx, args=(served, settings, _what(row)), daemon=True
-        )
-        export.start()
+        switch = threading.Thread(target=_switch_to_onnx, args=(served, services, row), daemon=True)
+        switch.start()
     else:
         served.ready.set()
     return served, size
 
 
-def _switch_to_onnx(served: ServedModel, settings: Settings, what: str) -> None:
-    """Export the served model to ONNX Runtime (checked against eager) and answer with it from
-    the next batch on; an export that fails or does not match leaves eager, with a warning."""
+def _switch_to_onnx(served: ServedModel, services: Services, row: ModelVersion) -> None:
+    """Answer with ONNX Runtime from the next batch on: the version's ONNX export, the one its
+    downloads give (`exports.open_export`: made by a child process, never in this one, and
+    kept in the artifact store for every API process and restart), opened once its answers
+    match eager's. An export that cannot be made, opened or matched leaves eager, with a
+    warning; a stored one that does not match its weights (stale or tampered) is removed, so
+    that the next load or download makes it again from the verified weights."""
     eager = served.predictor
-    threads = settings.inference_intra_op_threads or os.cpu_count() or 1
+    what = version_name(row)
+    threads = services.settings.inference_intra_op_threads or os.cpu_count() or 1
     try:
-        served.predictor = OnnxPredictor.export(eager.model, eager.card, threads=threads)
+        with exports.open_export(services, row, "onnx") as handle:
+            data = handle.read()
+        served.predictor = OnnxPredictor.from_bytes(data, eager, threads=threads)
         log.info("%s: answering with ONNX Runtime (%d intra-op threads)", what, threads)
-    except ExportError as exc:
-        log.warning("%s: ONNX Runtime refused (%s); answering with eager PyTorch", what, exc)
+    except ExportError as exc:  # the stored export does not open, run or match eager
+        log.warning(
+            "%s: its stored ONNX export is refused (%s); removing it; answering with eager PyTorch",
+            what,
+            exc,
+        )
+        _remove_stored_export(services, row)
+    except Unavailable as exc:  # the export could not be made, or the store did not answer
+        log.warning("%s: no ONNX export (%s); answering with eager PyTorch", what, exc)
+    except Exception:  # a thread of its own: whatever happens, eager keeps answering
+        log.exception("%s: switching to ONNX Runtime failed; answering with eager PyTorch", what)
     finally:
         served.ready.set()
+
+
+def _remove_stored_export(services: Services, row: ModelVersion) -> None:
+    try:
+        services.artifacts.delete(export_key(row.model_name, row.version, "onnx"))
+    except (OSError, Unavailable) as exc:
+        log.warning("%s: its refused ONNX export could not be removed: %s", version_name(row), exc)
 
 
 def forward(served: ServedModel, chunk: int) -> Callable[..., Prediction]:
@@ -217,72 +240,6 @@ def forward(served: ServedModel, chunk: int) -> Callable[..., Prediction]:
         )
 
     return run
-
-
-def verified_weights(services: Services, row: ModelVersion) -> bytes:
-    """The stored bytes of a version, checked against its sha256 and checked to be a trainserve
-    safetensors file (its header only: nothing is unpickled, ever)."""
-    _refuse_if_marked(row)
-    try:
-        data = services.artifacts.get(weights_key(row.model_name, row.version))
-    except ArtifactMissing:
-        raise _missing(row) from None
-    _check_weights(services, row, sha256_hex(data), lambda: read_card(data))
-    return data
-
-
-def open_verified_weights(services: Services, row: ModelVersion) -> BinaryIO:
-    """The stored file of a version, open at its start, after the checks of `verified_weights`
-    made by reading through it in chunks: for downloads, which stream it from this handle (so
-    the bytes sent are the bytes checked, even if the file is replaced meanwhile)."""
-    _refuse_if_marked(row)
-    try:
-        handle = services.artifacts.open(weights_key(row.model_name, row.version))
-    except ArtifactMissing:
-        raise _missing(row) from None
-    try:
-        digest = sha256_of_file(handle)
-        handle.seek(0)
-        _check_weights(services, row, digest, lambda: read_card_from(handle))
-        handle.seek(0)
-    except BaseException:
-        handle.close()
-        raise
-    return handle
-
-
-def _what(row: ModelVersion) -> str:
-    return f"model '{row.model_name}' version {row.version}"
-
-
-def _refuse_if_marked(row: ModelVersion) -> None:
-    if row.corrupt:
-        raise Unavailable(f"{_what(row)} is marked corrupt; retrain it or use another version")
-
-
-def _missing(row: ModelVersion) -> Unavailable:
-    return Unavailable(f"the weights of {_what(row)} are missing from the artifact store")
-
-
-def _check_weights(
-    services: Services, row: ModelVersion, digest: str, read_header: Callable[[], Any]
-) -> None:
-    """Refuse (and mark corrupt) weights whose sha256 is not the row's, or whose header
-    (`read_header()`) is not a trainserve safetensors header."""
-    what = _what(row)
-    if digest != row.sha256:
-        log.error("%s: weights fail their sha256 check; marking the version corrupt", what)
-        services.store.mark_corrupt(row.model_name, row.version)
-        raise Unavailable(f"the weights of {what} are corrupt (sha256 mismatch); retrain it")
-    try:
-        read_header()
-    except CheckpointError as exc:
-        log.error("%s: stored weights are not safetensors (%s); marking it corrupt", what, exc)
-        services.store.mark_corrupt(row.model_name, row.version)
-        raise Unavailable(
-            f"the weights of {what} are not a trainserve safetensors file ({exc}); they are "
-            "refused, never unpickled: retrain it"
-        ) from None
 
 
 async def predict(

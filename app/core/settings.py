@@ -130,10 +130,19 @@ class Settings(BaseSettings):
         "OMP_WAIT_POLICY is PASSIVE in the API unless set",
     )
     predict_backend: Literal["auto", "eager", "onnx"] = Field(
-        "eager",  # auto's background export can still race a forward: issue 9 stays open
-        description="how loaded versions run: eager PyTorch, ONNX Runtime (exported when the "
-        "version is loaded, checked against eager), or auto: ONNX Runtime for the built-in "
-        "architectures where it measured at least 1.3x faster (docs/benchmarks.md), else eager",
+        "auto",
+        description="how loaded versions run: eager PyTorch, ONNX Runtime (the version's ONNX "
+        "export, made once by a child process and kept in the artifact store, checked against "
+        "eager when it is loaded; eager answers until then), or auto: ONNX Runtime for the "
+        "built-in architectures where it measured at least 1.3x faster (docs/benchmarks.md), "
+        "else eager",
+    )
+    export_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="how long the child process that makes an ONNX or pt2 export may run "
+        "before it is killed (the export then fails: 503 for a download, eager for predictions)",
     )
     predict_max_batch: int = Field(
         32, ge=1, le=65_536, description="samples in one batched forward, at most"

@@ -243,7 +243,11 @@ def test_a_pickle_message_is_refused_without_running(service):
 
 
 def test_predictions_never_fail_while_new_versions_are_published(service):
-    service.start_api()
+    """Predictions run without a pause while three new versions are published and loaded.
+    With the default backend (auto: ONNX Runtime for house_prices_mlp) each version answers
+    from eager PyTorch first and switches to ONNX Runtime once its export (made by a child
+    process) is checked; the hammering goes on until version 4 answers from ONNX Runtime."""
+    api = service.start_api()
     service.start_worker()
     rows = np.ones((4, 13)).tolist()
     with service.client() as client:
@@ -263,6 +267,10 @@ def test_predictions_never_fail_while_new_versions_are_published(service):
                 job = wait_for_job(client, submit(client, **QUICK_JOB), DONE)
                 assert job["status"] == "succeeded"
             wait_until(lambda: any(v == 4 for _, v in statuses), 30, "answers from version 4")
+            switched = "model 'quick' version 4: answering with ONNX Runtime"
+            wait_until(lambda: switched in api.output(), 180, "version 4 in ONNX Runtime")
+            answered = len(statuses)
+            wait_until(lambda: len(statuses) > answered + 50, 30, "answers from ONNX Runtime")
         finally:
             stop.set()
             thread.join()
