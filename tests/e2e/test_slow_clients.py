@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.processes import Service, wait_until
+from tests.e2e.sockets import read_until_closed
 
 pytestmark = pytest.mark.e2e
 
@@ -44,26 +45,6 @@ def api(tmp_path_factory):
 
 def connect(service: Service) -> socket.socket:
     return socket.create_connection(("127.0.0.1", service.port), timeout=5)
-
-
-def read_until_closed(sock: socket.socket, limit_s: float) -> tuple[float, bytes]:
-    """Seconds until the server closed the connection (EOF or reset), and what it sent."""
-    start, received = time.monotonic(), b""
-    while True:
-        left = limit_s - (time.monotonic() - start)
-        if left <= 0:
-            raise AssertionError(f"still open after {limit_s} s; received {received[:200]!r}")
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, BrokenPipeError):
-            break
-        except TimeoutError:
-            continue
-        if not chunk:
-            break
-        received += chunk
-    return time.monotonic() - start, received
 
 
 def trickle_until_closed(sock: socket.socket, byte: bytes, every_s: float, limit_s: float) -> float:

@@ -32,6 +32,7 @@ from app.api.server import (
 )
 from tests.app.conftest import make_settings
 from tests.e2e.processes import free_port, wait_until
+from tests.e2e.sockets import read_until_closed
 
 
 def test_uvicorn_gets_the_configured_limits(tmp_path):
@@ -192,21 +193,9 @@ class Reader:
 
     def closed(self, limit_s: float) -> float:
         """Seconds until the server closed the connection (EOF or reset), nothing more sent."""
-        start = time.monotonic()
-        while True:
-            left = limit_s - (time.monotonic() - start)
-            assert left > 0, f"still open after {limit_s} s"
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except (ConnectionResetError, BrokenPipeError):
-                break
-            except TimeoutError:
-                continue
-            if not chunk:
-                break
-            assert not chunk, f"sent more: {chunk[:200]!r}"
-        return time.monotonic() - start
+        seconds, received = read_until_closed(self.sock, limit_s)
+        assert not received, f"sent more: {received[:200]!r}"
+        return seconds
 
 
 def test_a_request_head_over_16_kib_is_answered_431_and_closed(tmp_path):
