@@ -39,7 +39,7 @@ from models.catalogue import get_architecture  # noqa: E402
 from models.files import sha256_hex  # noqa: E402
 from models.params import build_config  # noqa: E402
 from models.weights_file import ModelCard, deserialize_model, serialize_model  # noqa: E402
-from tests.e2e.s3 import CREDENTIALS, MotoS3  # noqa: E402
+from tests.e2e.s3 import CREDENTIALS, moto_s3  # noqa: E402
 
 
 def resnet18_weights() -> bytes:
@@ -76,33 +76,28 @@ def main() -> None:
     sha256 = sha256_hex(data)
     print(f"resnet18 weights: {len(data) / 1e6:.1f} MB")
 
-    server = MotoS3()
-    server.start()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            stores = {
-                "local": LocalArtifactStore(Path(tmp)),
-                "s3 (moto)": S3ArtifactStore(
-                    server.new_bucket(), "bench", endpoint_url=server.endpoint
-                ),
-            }
-            times: dict[str, dict[str, list[float]]] = {
-                name: {"publish": [], "fetch": [], "load": []} for name in stores
-            }
-            for round_ in range(args.repeat):
-                for name, store in stores.items():
-                    key = weights_key("bench", round_ + 1)
-                    times[name]["publish"].append(timed(lambda s=store, k=key: s.put(k, data)))
+    with moto_s3() as server, tempfile.TemporaryDirectory() as tmp:
+        stores = {
+            "local": LocalArtifactStore(Path(tmp)),
+            "s3 (moto)": S3ArtifactStore(
+                server.new_bucket(), "bench", endpoint_url=server.endpoint
+            ),
+        }
+        times: dict[str, dict[str, list[float]]] = {
+            name: {"publish": [], "fetch": [], "load": []} for name in stores
+        }
+        for round_ in range(args.repeat):
+            for name, store in stores.items():
+                key = weights_key("bench", round_ + 1)
+                times[name]["publish"].append(timed(lambda s=store, k=key: s.put(k, data)))
 
-                    def fetch(s=store, k=key) -> bytes:
-                        got = s.get(k)
-                        assert sha256_hex(got) == sha256
-                        return got
+                def fetch(s=store, k=key) -> bytes:
+                    got = s.get(k)
+                    assert sha256_hex(got) == sha256
+                    return got
 
-                    times[name]["fetch"].append(timed(fetch))
-                    times[name]["load"].append(timed(lambda f=fetch: deserialize_model(f())))
-    finally:
-        server.stop()
+                times[name]["fetch"].append(timed(fetch))
+                times[name]["load"].append(timed(lambda f=fetch: deserialize_model(f())))
 
     print(f"\n{args.repeat} rounds, median (min) in ms\n")
     print("| store | publish | fetch (get + sha256) | load (fetch + build + load tensors) |")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.processes import postgres_database
-from tests.e2e.s3 import CREDENTIALS, MotoS3
+from tests.e2e.s3 import CREDENTIALS, moto_s3
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -22,12 +22,8 @@ def database_url(request, tmp_path):
 def s3():
     """An S3 server (moto's server mode) on a loopback port, spoken to over HTTP; a test may
     stop it, and the next test that asks for it finds it started again."""
-    server = MotoS3()
-    server.start()
-    try:
+    with moto_s3() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

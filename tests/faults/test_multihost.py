@@ -39,6 +39,12 @@ class Hosts:
         self.service, self.s3, self.bucket = service, s3, bucket
         self.workers: dict[str, object] = {}
 
+    def start(self, *workers: str) -> None:
+        """The API host, then a worker host for each name."""
+        self.service.start_api()
+        for name in workers:
+            self.start_worker(name)
+
     def start_worker(self, name: str):
         data = self.service.tmp / name
         env = {
@@ -105,9 +111,7 @@ def weights_of(client, model_name):
 
 def test_an_upload_trains_on_a_worker_host_and_predicts_from_the_api_host(hosts):
     service = hosts.service
-    service.start_api()
-    hosts.start_worker("w1")
-    hosts.start_worker("w2")
+    hosts.start("w1", "w2")
     with service.client() as client:
         uploaded = client.post(
             "/v1/datasets",
@@ -146,9 +150,7 @@ def test_an_upload_trains_on_a_worker_host_and_predicts_from_the_api_host(hosts)
 
 def test_a_worker_killed_mid_epoch_hands_its_job_over_through_s3(hosts):
     service = hosts.service
-    service.start_api()
-    hosts.start_worker("w1")
-    hosts.start_worker("w2")
+    hosts.start("w1", "w2")
     with service.client() as client:
         response = client.post("/v1/jobs", json=SLOW_JOB)
         assert response.status_code == 202, response.text
@@ -223,8 +225,7 @@ def test_s3_down_while_a_job_runs_and_a_prediction_loads_weights(hosts):
 
 def test_a_tampered_object_in_s3_is_refused_on_read(hosts):
     service = hosts.service
-    service.start_api()
-    hosts.start_worker("w1")
+    hosts.start("w1")
     with service.client() as client:
         quick = client.post("/v1/jobs", json=QUICK_JOB).json()["id"]
         assert wait_for_job(client, quick, DONE, timeout=LONG)["status"] == "succeeded"
