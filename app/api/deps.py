@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.auth import KeyRefused, owner_of_authorization
-from app.api.inference import ModelCache
+from app.api.model_cache import ModelCache
 from app.core.services import Services
 from app.core.settings import Settings
 from app.core.store import JobStore

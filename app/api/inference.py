@@ -1,11 +1,7 @@
-"""Serving predictions: a bounded cache of loaded models, each with its batcher.
+"""Serving predictions: loaded model versions (app/api/model_cache.py), each with its batcher.
 
 Like TorchServe's handler: a model version is loaded once per process (bytes -> sha256 check
 against its row -> module in eval mode), then each call is validate -> inference -> response.
-The cache is an LRU bounded by the number of models and their weight bytes; a per-key lock
-makes concurrent first requests for one version load it once. Its key holds the weights'
-sha256, so a version number given again to other weights (a model deleted and trained anew)
-is never answered by the old ones.
 
 The hot path (a loaded version) runs on the event loop up to the forward: the cache is read
 without a thread, samples are validated and budgeted before they are queued, and the batch's
@@ -19,8 +15,7 @@ import logging
 import math
 import os
 import threading
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,9 +25,8 @@ import numpy as np
 
 from app.api import exports
 from app.api.batcher import Batcher
-from app.api.stored_weights import open_verified_weights as open_verified_weights  # downloads
+from app.api.model_cache import ModelCache, cache_key
 from app.api.stored_weights import verified_weights, version_name
-from app.core import metrics
 from app.core.artifacts import export_key
 from app.core.db import ModelVersion
 from app.core.errors import Unavailable
@@ -47,84 +41,6 @@ log = logging.getLogger(__name__)
 
 INLINE_CHECK_NUMBERS = 65_536  # up to this many numbers, samples are checked on the loop
 DISCONNECT_POLL_S = 0.05  # how often a running prediction asks whether its client is there
-
-Key = tuple[str, int, str]  # model name, version, sha256 of its weights
-
-
-def cache_key(row: ModelVersion) -> Key:
-    return (row.model_name, row.version, row.sha256)
-
-
-class ModelCache:
-    """Thread-safe LRU of loaded predictors, bounded by count and by weight bytes."""
-
-    def __init__(self, max_models: int, max_bytes: int) -> None:
-        self.max_models = max_models
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[Key, tuple[Any, int]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._key_locks: dict[Key, threading.Lock] = {}
-        self.loads = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def total_bytes(self) -> int:
-        with self._lock:
-            return sum(size for _, size in self._entries.values())
-
-    def get(self, key: Key, load: Callable[[], tuple[Any, int]]) -> Any:
-        """The cached value for `key`, else `load()` -> (value, size) once, then cached."""
-        hit = self._lookup(key)
-        if hit is not None:
-            return hit
-        with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            hit = self._lookup(key)  # loaded by another thread while we waited
-            if hit is not None:
-                return hit
-            value, size = load()
-            self.loads += 1
-            self._insert(key, value, size)
-        with self._lock:
-            self._key_locks.pop(key, None)
-        return value
-
-    def peek(self, key: Key) -> Any:
-        """The cached value for `key` or None, never loading (cheap: for the event loop)."""
-        return self._lookup(key)
-
-    def _lookup(self, key: Key) -> Any:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            self._entries.move_to_end(key)
-            return entry[0]
-
-    def _insert(self, key: Key, value: Any, size: int) -> None:
-        with self._lock:
-            self._entries[key] = (value, size)
-            total = sum(s for _, s in self._entries.values())
-            metrics.model_loaded(key[0], total)
-            while len(self._entries) > 1 and (
-                len(self._entries) > self.max_models or total > self.max_bytes
-            ):
-                evicted, (_, evicted_size) = self._entries.popitem(last=False)
-                total -= evicted_size
-                metrics.model_evicted(evicted[0], total)
-                log.info("model cache: evicted %s version %d", *evicted[:2])
-
-    def discard(self, name: str, versions: Iterable[int] | None = None) -> None:
-        """Drop the loaded versions of model `name` (all of them when `versions` is None)."""
-        wanted = None if versions is None else set(versions)
-        with self._lock:
-            for key in [k for k in self._entries if k[0] == name]:
-                if wanted is None or key[1] in wanted:
-                    del self._entries[key]
-                    metrics.model_evicted(name, sum(size for _, size in self._entries.values()))
 
 
 @dataclass

@@ -20,9 +20,9 @@ from app.api.auth import load_or_create_api_keys
 from app.api.deps import require_key
 from app.api.error_handlers import HANDLED, handle, iter_routes
 from app.api.events import JobEvents
-from app.api.inference import ModelCache
 from app.api.metrics import MetricsMiddleware
 from app.api.middleware import SECURED_PREFIX, GuardMiddleware
+from app.api.model_cache import ModelCache
 from app.api.predict_lane import PredictLane
 from app.api.routes import catalogue, datasets, health, jobs, metrics, registry, workers
 from app.api.routes.docs import add_docs

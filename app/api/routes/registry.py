@@ -33,6 +33,7 @@ from app.api.schemas import (
     VersionOut,
     error_responses,
 )
+from app.api.stored_weights import open_verified_weights
 from app.api.versions import VersionCache
 from app.core import deletion
 from app.core.errors import Invalid, NotFound
@@ -317,7 +318,7 @@ def download_default_weights(
 
 def _download(services, row, fmt: str) -> StreamingResponse:
     if fmt == "safetensors":
-        handle = inference.open_verified_weights(services, row)
+        handle = open_verified_weights(services, row)
         etag = row.sha256
     else:
         handle, etag = exports.open_export(services, row, fmt), None

@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 
-from app.api.inference import ModelCache
+from app.api.model_cache import ModelCache
 
 
 def loader(value, size=1, calls=None):

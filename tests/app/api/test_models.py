@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from safetensors import safe_open
 
-from app.api import inference
+from app.api.stored_weights import open_verified_weights
 from app.core.artifacts import weights_key
 from app.core.services import Services
 from models.predictor import Predictor
@@ -200,7 +200,7 @@ def test_a_download_sends_the_bytes_it_checked(services, house, classifier_model
     key = weights_key(house, 1)
     checked = services.artifacts.get(key)
     row = services.store.get_version(house, 1)
-    with inference.open_verified_weights(services, row) as handle:
+    with open_verified_weights(services, row) as handle:
         services.artifacts.put(key, classifier_model.weights())
         assert handle.read() == checked
     assert services.artifacts.get(key) != checked
