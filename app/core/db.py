@@ -196,8 +196,14 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    options = f"-c idle_in_transaction_session_timeout={int(PG_IDLE_IN_TRANSACTION_S * 1000)}"
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": options})
 
+
+# The store's transactions are short and never wait on anything outside the database, so a
+# session idle inside one this long belongs to a frozen process (a stopped or hung worker):
+# PostgreSQL ends it, and the row locks it held stop blocking the API (a cancel, a delete).
+PG_IDLE_IN_TRANSACTION_S = 5.0
 
 SQLITE_BUSY_S = 30.0
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import func
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import utcnow
@@ -21,6 +21,13 @@ log = logging.getLogger(__package__)  # app.core.store: one logger for the whole
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _connection_lost(exc: DBAPIError) -> bool:
+    """The transaction never happened, so running it again is safe: the connection was dropped
+    or refused (a restart, a failover, SQLite busy), or the server ended a session left idle
+    in its transaction (db.PG_IDLE_IN_TRANSACTION_S) while this process was frozen."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated
 
 
 class StoreBase:
@@ -42,12 +49,17 @@ class StoreBase:
             listener()
 
     def _run(self, work: Callable[[Session], T]) -> T:
-        delay, deadline = 0.05, time.monotonic() + self.retry_seconds
+        delay, deadline = 0.05, None
         while True:
             try:
                 with self._sessions.begin() as session:
                     return work(session)
-            except (OperationalError, InterfaceError) as exc:
+            except DBAPIError as exc:
+                if not _connection_lost(exc):
+                    raise
+                # Counted from the first failure: a process that was frozen for a while (and
+                # lost its session for it) still gets its full retry time on waking.
+                deadline = deadline or time.monotonic() + self.retry_seconds
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("job store: %s; retrying in %.2f s", _first_line(exc), delay)

@@ -1,12 +1,14 @@
 """The job store on SQLite and on PostgreSQL: transitions, fencing, versions, idempotency."""
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 
-from app.core.db import make_engine, make_session_factory
+from app.core.db import PG_IDLE_IN_TRANSACTION_S, make_engine, make_session_factory
 from app.core.errors import Conflict, LeaseLost, NotFound, TooLarge
 from app.core.migrate import upgrade
 from app.core.store import JobStore
@@ -123,6 +125,42 @@ def test_cancel_queued_and_running(store):
     assert store.heartbeat(running.id, lease) is True
     with pytest.raises(NotFound):
         store.cancel("nope")
+
+
+def test_a_worker_frozen_inside_its_transaction_blocks_a_cancel_only_briefly():
+    """A worker stopped inside its transaction (SIGSTOP, a paused host) holds the job's row
+    lock: PostgreSQL ends that session, the API's cancel goes through, and the worker, once
+    it wakes, runs its transaction again on a new connection."""
+    with postgres_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        store = JobStore(make_session_factory(engine))
+        job, _ = store.create_job(REQUEST)
+        store.claim(job.id, "w")
+        frozen = threading.Event()
+        attempts = []
+
+        def beat(session):
+            attempts.append(1)
+            session.execute(text("UPDATE jobs SET worker = 'w2' WHERE id = :id"), {"id": job.id})
+            if len(attempts) == 1:
+                frozen.set()
+                time.sleep(PG_IDLE_IN_TRANSACTION_S + 1)
+            return session.scalar(
+                text("SELECT cancel_requested FROM jobs WHERE id = :id"), {"id": job.id}
+            )
+
+        with ThreadPoolExecutor(1) as pool:
+            worker = pool.submit(store._run, beat)
+            frozen.wait(5)
+            started = time.monotonic()
+            assert store.cancel(job.id).cancel_requested
+            waited = time.monotonic() - started
+            assert worker.result(timeout=30) is True  # its second try sees the cancel
+        assert PG_IDLE_IN_TRANSACTION_S - 1 < waited < PG_IDLE_IN_TRANSACTION_S + 3
+        assert len(attempts) == 2
+        assert store.get_job(job.id).worker == "w2"
+        engine.dispose()
 
 
 def test_list_filters_and_pages_newest_first(store):
