@@ -34,7 +34,7 @@ test: $(STAMP) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -m "not fault"
+	$(BIN)/python -m pytest -q -m "not fault" -n 2
 
 # The fault-injection suite (kill -9, SIGTERM, Redis restarts, dropped connections, S3 outages,
 # several hosts): about 7 minutes on 2 cores, so it runs on its own; CI runs it after `make test`.

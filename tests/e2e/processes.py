@@ -88,12 +88,13 @@ class Process:
 
 @contextmanager
 def redis_server(tmp: Path):
-    """The machine's Redis on 127.0.0.1:6379 (database 13, or TRAINSERVE_TEST_REDIS_DB), else
-    one we start."""
+    """The machine's Redis on 127.0.0.1:6379 (database 13, or TRAINSERVE_TEST_REDIS_DB; the
+    next ones for pytest-xdist's further workers), else one we start."""
     if answers("127.0.0.1", 6379):
         import redis
 
         db = int(os.environ.get("TRAINSERVE_TEST_REDIS_DB", "13"))  # parallel checkouts differ
+        db += int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
         client = redis.Redis(port=6379, db=db)
         client.flushdb()
         try:

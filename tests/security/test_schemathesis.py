@@ -76,6 +76,9 @@ CONFIG = schemathesis.Config.from_dict(
         + [
             # A stream of a job that has not ended does not end: read what comes in a second.
             {"include-path": "/v1/jobs/{job_id}/events", "request-timeout": 1},
+            # A version's first ONNX or pt2 download runs the exporter in a child process,
+            # which imports torch: seconds, many more on a busy machine.
+            {"include-path-regex": "/weights$", "request-timeout": 120},
         ],
     }
 )
