@@ -16,14 +16,8 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from app.api.deps import KeyDep, ServicesDep, StoreDep
 from app.api.events import CLOSED, JobEvents, Update, job_update
-from app.api.schemas import (
-    JOB_OUT_EXAMPLE,
-    History,
-    JobList,
-    JobOut,
-    JobRequest,
-    error_responses,
-)
+from app.api.schemas import History, JobList, JobOut, JobRequest, error_responses
+from app.api.schemas.jobs import JOB_OUT_EXAMPLE
 from app.api.validation import validate_job
 from app.core import deletion, metrics
 from app.core.cleanup import remove_checkpoints

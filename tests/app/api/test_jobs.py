@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from kombu import Connection
 
 from app.api.routes import jobs
-from app.api.schemas import JOB_EXAMPLE
+from app.api.schemas.jobs import JOB_EXAMPLE
 from app.core.services import Services
 
 MINIMAL = {"model_name": "house", "architecture": "house_prices_mlp", "dataset": "boston_housing"}
