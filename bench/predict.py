@@ -6,7 +6,7 @@ numbers do not matter), publishes them into a fresh trainserve data dir as a wor
 starts side by side
 
 - **trainserve**: `trainserve api` (SQLite, API key, uvicorn with its httptools protocol and
-  the slow-client deadlines of app/api/server.py, dynamic batching), configured by the
+  the slow-client deadlines of app/api/protocol.py, dynamic batching), configured by the
   TRAINSERVE_* variables given with --env;
 - **minimal**: bench/minimal_endpoint.py, a `def` FastAPI handler doing one forward per request
   on the same weights files, uvicorn's defaults (httptools).

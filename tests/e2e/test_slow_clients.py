@@ -1,4 +1,4 @@
-"""Slow and idle clients against a real `trainserve api` (app/api/server.py): half-sent heads,
+"""Slow and idle clients against a real `trainserve api` (app/api/protocol.py): half-sent heads,
 half-sent bodies and idle sockets are dropped within the configured seconds, and while hundreds
 of them are open the API still answers. Timeouts here: 1 s for heads, bodies and keep-alive;
 at most 400 connections. Every socket goes to 127.0.0.1 and is closed in a `finally`."""

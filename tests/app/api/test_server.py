@@ -1,8 +1,9 @@
-"""app/api/server.py: the options given to uvicorn, the open files limit, the connection cap, and
-the guarded protocol over real sockets (uvicorn in a thread, small ASGI apps): an answer the
-client does not take in, the request head's size limit, pipelined requests and their deadlines,
-chunked bodies' trailers, and the cases where a body's deadline waits (Expect: 100-continue,
-reading paused). Against `trainserve api` itself: tests/e2e/test_slow_clients.py."""
+"""app/api/server.py: the options given to uvicorn, the open files limit, the connection cap;
+app/api/protocol.py: the guarded protocol over real sockets (uvicorn in a thread, small ASGI
+apps): an answer the client does not take in, the request head's size limit, pipelined requests
+and their deadlines, chunked bodies' trailers, and the cases where a body's deadline waits
+(Expect: 100-continue, reading paused). Against `trainserve api` itself:
+tests/e2e/test_slow_clients.py."""
 
 from __future__ import annotations
 
@@ -22,14 +23,8 @@ from urllib.parse import parse_qsl
 import pytest
 import uvicorn
 
-from app.api.server import (
-    FD_RESERVE,
-    MAX_HEAD_BYTES,
-    GuardedHttpToolsProtocol,
-    connection_cap,
-    raise_open_files_limit,
-    uvicorn_options,
-)
+from app.api.protocol import MAX_HEAD_BYTES, GuardedHttpToolsProtocol
+from app.api.server import FD_RESERVE, connection_cap, raise_open_files_limit, uvicorn_options
 from tests.app.conftest import make_settings
 from tests.e2e.processes import free_port, wait_until
 from tests.e2e.sockets import read_until_closed
