@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,10 @@ class PublishingMixin(StoreBase):
         """Add the next version of a model and mark the job succeeded, in one transaction.
 
         `write_weights(version)` stores the file and returns (sha256, size); it runs while the
-        model row is locked, so the file exists before any reader can see the version. The
+        model row is locked, so the file exists before any reader can see the version. So the
+        session is idle for as long as the upload takes (an S3 outage is retried for minutes):
+        PostgreSQL's limit on that (db.PG_IDLE_IN_TRANSACTION_S) is lifted for this transaction,
+        whose locks are the model's row until the job's row is written, last. The
         model takes the task and architecture of its newest version (a retrain may change them).
         Version numbers are never given twice (`versions_assigned`), even after deletions.
         `promote` (the request's rule) is decided and applied in the same transaction, and the
@@ -46,6 +49,8 @@ class PublishingMixin(StoreBase):
         self._ensure_model(name, task, architecture)
 
         def apply(session: Session) -> int:
+            if self._postgres:  # the one transaction that waits on something else: the upload
+                session.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
             bump = (
                 update(RegisteredModel)
                 .where(RegisteredModel.name == name)

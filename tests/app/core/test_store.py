@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from app.core.db import PG_IDLE_IN_TRANSACTION_S, make_engine, make_session_factory
+from app.core import db
+from app.core.db import make_engine, make_session_factory
 from app.core.errors import Conflict, LeaseLost, NotFound, TooLarge
 from app.core.migrate import upgrade
 from app.core.store import JobStore
@@ -127,40 +128,65 @@ def test_cancel_queued_and_running(store):
         store.cancel("nope")
 
 
-def test_a_worker_frozen_inside_its_transaction_blocks_a_cancel_only_briefly():
-    """A worker stopped inside its transaction (SIGSTOP, a paused host) holds the job's row
-    lock: PostgreSQL ends that session, the API's cancel goes through, and the worker, once
-    it wakes, runs its transaction again on a new connection."""
+@pytest.fixture
+def pg_store(monkeypatch):
+    """A PostgreSQL store whose sessions idle in a transaction are ended after 1 s."""
+    monkeypatch.setattr(db, "PG_IDLE_IN_TRANSACTION_S", 1.0)
     with postgres_database() as url:
         engine = make_engine(url)
         upgrade(engine)
-        store = JobStore(make_session_factory(engine))
-        job, _ = store.create_job(REQUEST)
-        store.claim(job.id, "w")
-        frozen = threading.Event()
-        attempts = []
-
-        def beat(session):
-            attempts.append(1)
-            session.execute(text("UPDATE jobs SET worker = 'w2' WHERE id = :id"), {"id": job.id})
-            if len(attempts) == 1:
-                frozen.set()
-                time.sleep(PG_IDLE_IN_TRANSACTION_S + 1)
-            return session.scalar(
-                text("SELECT cancel_requested FROM jobs WHERE id = :id"), {"id": job.id}
-            )
-
-        with ThreadPoolExecutor(1) as pool:
-            worker = pool.submit(store._run, beat)
-            frozen.wait(5)
-            started = time.monotonic()
-            assert store.cancel(job.id).cancel_requested
-            waited = time.monotonic() - started
-            assert worker.result(timeout=30) is True  # its second try sees the cancel
-        assert PG_IDLE_IN_TRANSACTION_S - 1 < waited < PG_IDLE_IN_TRANSACTION_S + 3
-        assert len(attempts) == 2
-        assert store.get_job(job.id).worker == "w2"
+        yield JobStore(make_session_factory(engine))
         engine.dispose()
+
+
+def test_a_worker_frozen_inside_its_transaction_blocks_a_cancel_only_briefly(pg_store):
+    """A worker stopped inside its transaction (SIGSTOP, a paused host) holds the job's row
+    lock: PostgreSQL ends that session, the API's cancel goes through, and the worker, once
+    it wakes, runs its transaction again on a new connection."""
+    store = pg_store
+    job, _ = store.create_job(REQUEST)
+    store.claim(job.id, "w")
+    frozen = threading.Event()
+    attempts = []
+
+    def beat(session):
+        attempts.append(1)
+        session.execute(text("UPDATE jobs SET worker = 'w2' WHERE id = :id"), {"id": job.id})
+        if len(attempts) == 1:
+            frozen.set()
+            time.sleep(2.5)
+        stmt = text("SELECT cancel_requested FROM jobs WHERE id = :id")
+        return session.scalar(stmt, {"id": job.id})
+
+    with ThreadPoolExecutor(1) as pool:
+        worker = pool.submit(store._run, beat)
+        frozen.wait(5)
+        started = time.monotonic()
+        assert store.cancel(job.id).cancel_requested
+        waited = time.monotonic() - started
+        assert worker.result(timeout=30) is True  # its second try sees the cancel
+    assert 0.5 < waited < 2.2  # ended after 1 s idle, well before the worker woke (2.5 s)
+    assert len(attempts) == 2
+    assert store.get_job(job.id).worker == "w2"
+
+
+def test_a_publish_may_wait_on_a_slow_upload(pg_store):
+    """Publishing holds its transaction open while the weights upload (the file exists before
+    the version does): an upload longer than the idle limit publishes once, not again."""
+    store = pg_store
+    job, _ = store.create_job(REQUEST)
+    lease = store.claim(job.id, "w")
+    uploads = []
+
+    def slow_upload(version: int) -> tuple[str, int]:
+        uploads.append(version)
+        time.sleep(2.0)
+        return "ab" * 32, 10
+
+    assert store.publish_version(job.id, lease, VERSION_FIELDS, slow_upload) == 1
+    assert uploads == [1]
+    assert store.get_job(job.id).status == "succeeded"
+    assert [v.version for v in store.get_model("m")[1]] == [1]
 
 
 def test_list_filters_and_pages_newest_first(store):
