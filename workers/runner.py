@@ -5,18 +5,20 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import torch
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.core import metrics
-from app.core.artifacts import StoreUnavailable, weights_key
+from app.core.artifacts import EXPORT_FORMATS, StoreUnavailable, export_key, weights_key
 from app.core.checkpoints import load_latest_checkpoint
 from app.core.cleanup import remove_checkpoints
 from app.core.datasets import load_upload
 from app.core.db import JobStatus
 from app.core.errors import LeaseLost, NoSpace, Unavailable
+from app.core.exports import serving_exports
 from app.core.services import Services
 from models.errors import (
     CatalogueError,
@@ -144,9 +146,17 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
         store.finish(job_id, lease, JobStatus.cancelled)
         status = JobStatus.cancelled
     else:
+        with Heartbeat(store, job_id, lease, settings.heartbeat_seconds):
+            exports = serving_exports(settings, job.architecture, result.weights())
         try:
             version = publish_result(
-                services, job_id, lease, job.model_name, result, job.request.get("promote")
+                services,
+                job_id,
+                lease,
+                job.model_name,
+                result,
+                job.request.get("promote"),
+                exports=exports,
             )
         except NoSpace:
             error = NO_SPACE.format(what="model weights")
@@ -176,13 +186,23 @@ def publish_result(
     model_name: str,
     result: TrainingResult,
     promote: dict | None = None,
+    exports: Mapping[str, bytes] | None = None,
 ) -> int:
-    """Store the weights and add the model version; the job ends succeeded, atomically, with
-    the request's promotion rule (`promote`) applied (app/core/promotion.py)."""
+    """Store the weights, and `exports` of them by format (app/core/exports.py), and add the
+    model version; the job ends succeeded, atomically, with the request's promotion rule
+    (`promote`) applied (app/core/promotion.py)."""
     data = result.weights()
     card = result.card
 
     def write(version: int) -> tuple[str, int]:
+        # The version's exports are exactly these: none left by a publish of this number
+        # that was rolled back after writing its files.
+        for fmt in EXPORT_FORMATS:
+            key = export_key(model_name, version, fmt)
+            if exports and fmt in exports:
+                services.artifacts.put(key, exports[fmt])
+            else:
+                services.artifacts.delete(key)
         return services.artifacts.put(weights_key(model_name, version), data), len(data)
 
     fields = {

@@ -30,8 +30,8 @@ from app.api.stored_weights import verified_weights, version_name
 from app.core.artifacts import export_key
 from app.core.db import ModelVersion
 from app.core.errors import Unavailable
+from app.core.exports import uses_onnx
 from app.core.services import Services
-from app.core.settings import Settings
 from models.errors import CheckpointError
 from models.export import ExportError
 from models.onnx_predictor import OnnxPredictor
@@ -64,17 +64,6 @@ def load_predictor(services: Services, row: ModelVersion) -> tuple[Predictor, in
         raise Unavailable(f"the weights of {what} cannot be loaded: {exc}") from None
     log.info("loaded %s (%d bytes)", what, len(data))
     return predictor, len(data)
-
-
-# Where ONNX Runtime answered at least 1.3x faster than eager PyTorch on the service's 2-core
-# machine, at the batch sizes the batcher makes (bench/backends.py, docs/benchmarks.md).
-ONNX_BY_DEFAULT = frozenset({"mnist_convnet", "house_prices_mlp"})
-
-
-def uses_onnx(settings: Settings, architecture: str) -> bool:
-    if settings.predict_backend == "auto":
-        return architecture in ONNX_BY_DEFAULT
-    return settings.predict_backend == "onnx"
 
 
 def load_served(

@@ -132,8 +132,9 @@ class Settings(BaseSettings):
     predict_backend: Literal["auto", "eager", "onnx"] = Field(
         "auto",
         description="how loaded versions run: eager PyTorch, ONNX Runtime (the version's ONNX "
-        "export, made once by a child process and kept in the artifact store, checked against "
-        "eager when it is loaded; eager answers until then), or auto: ONNX Runtime for the "
+        "export, made by the worker that published it (export_on_publish) or else once by a "
+        "child process of the API, kept in the artifact store, checked against eager when it "
+        "is loaded; eager answers until then), or auto: ONNX Runtime for the "
         "built-in architectures where it measured at least 1.3x faster (docs/benchmarks.md), "
         "else eager",
     )
@@ -143,6 +144,12 @@ class Settings(BaseSettings):
         le=3600,
         description="how long the child process that makes an ONNX or pt2 export may run "
         "before it is killed (the export then fails: 503 for a download, eager for predictions)",
+    )
+    export_on_publish: bool = Field(
+        True,
+        description="workers make the ONNX export of each version they publish that the API "
+        "serves with ONNX Runtime (predict_backend), so that its first predictions do not wait "
+        "for it and API hosts never run the exporter; off: the API makes it on first use",
     )
     predict_max_batch: int = Field(
         32, ge=1, le=65_536, description="samples in one batched forward, at most"

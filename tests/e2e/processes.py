@@ -155,6 +155,10 @@ class Service:
             "TRAINSERVE_PORT": str(self.port),
             "TRAINSERVE_API_KEYS": self.key,
             "TRAINSERVE_HEARTBEAT_SECONDS": "1",
+            # No child process exporting each version before its job ends (seconds of CPU
+            # per job): the API makes an export where a test asks for one. The default (on)
+            # runs under `trainserve serve` (test_embedded.py).
+            "TRAINSERVE_EXPORT_ON_PUBLISH": "false",
             **env,
         }
         self.url = f"http://127.0.0.1:{self.port}"

@@ -54,6 +54,10 @@ def test_readme_walkthrough_runs_verbatim_against_serve(served):
     assert (cwd / "house-prices.onnx").stat().st_size > 0
     assert "'moved': False" in result.stdout and "is not better than" in result.stdout
     assert '"aliases":{"production":1}' in result.stdout
+    # The worker made each version's ONNX export as it published it; the API made none.
+    output = proc.output()
+    assert output.count("made the ONNX export") == 2, output[-4000:]
+    assert "exported house-prices v" not in output
 
 
 def test_sigterm_stops_api_and_worker(served):

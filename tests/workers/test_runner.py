@@ -2,14 +2,19 @@
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from sqlalchemy import update
 
-from app.core.artifacts import weights_key
+from app.core import exports as core_exports
+from app.core.artifacts import export_key, weights_key
 from app.core.cleanup import checkpoint_dir
 from app.core.db import Job
 from app.core.services import build_services
 from app.core.settings import Settings
+from models.export import ExportError
+from models.onnx_predictor import OnnxPredictor
+from models.predictor import Predictor
 from models.weights_file import read_card
 from workers.progress import StoreProgress, shutdown_requested
 from workers.runner import run_job
@@ -28,7 +33,10 @@ BOSTON = {
 @pytest.fixture
 def services(tmp_path):
     settings = Settings(
-        data_dir=tmp_path, broker_url="memory://", database_url=f"sqlite:///{tmp_path}/j.db"
+        data_dir=tmp_path,
+        broker_url="memory://",
+        database_url=f"sqlite:///{tmp_path}/j.db",
+        export_on_publish=False,  # a child process per job: on only where a test looks at it
     )
     return build_services(settings, upgrade=True)
 
@@ -43,6 +51,52 @@ def test_a_job_trains_publishes_and_cleans_up(services):
     card = read_card(services.artifacts.get(weights_key("house", 1)))
     assert card.architecture == "house_prices_mlp" and version.input_shape == [13]
     assert not checkpoint_dir(services.settings, job.id).exists()
+
+
+def test_a_version_served_by_onnx_runtime_is_published_with_its_onnx_export(services):
+    """The default (export_on_publish, predict_backend auto): the worker makes the ONNX export
+    of a house_prices_mlp version and stores it with the weights, so the API never makes it;
+    an architecture the API serves eagerly gets none."""
+    services.settings.export_on_publish = True
+    job, _ = services.store.create_job(BOSTON)
+    assert run_job(job.id, services) == "succeeded"
+    eager = Predictor.from_bytes(services.artifacts.get(weights_key("house", 1)))
+    onnx = OnnxPredictor.from_bytes(services.artifacts.get(export_key("house", 1, "onnx")), eager)
+    samples = np.random.default_rng(0).normal(size=(5, 13)).astype(np.float32)
+    expected = eager.predict(samples).predictions
+    assert np.allclose(onnx.predict(samples).predictions, expected, atol=1e-4)
+
+    job, _ = services.store.create_job({**BOSTON, "model_name": "plain", "architecture": "mlp"})
+    assert run_job(job.id, services) == "succeeded"
+    assert not services.artifacts.exists(export_key("plain", 1, "onnx"))
+
+
+def test_an_export_that_fails_at_publish_leaves_the_job_to_succeed_without_it(
+    services, monkeypatch, caplog
+):
+    services.settings.export_on_publish = True
+
+    def broken(weights, fmt, **kwargs):
+        raise ExportError("the exporter crashed")
+
+    monkeypatch.setattr(core_exports, "export_in_child", broken)
+    job, _ = services.store.create_job(BOSTON)
+    assert run_job(job.id, services) == "succeeded"
+    assert services.store.get_version("house", 1).sha256
+    assert not services.artifacts.exists(export_key("house", 1, "onnx"))
+    assert "no ONNX export made to publish with (the exporter crashed)" in caplog.text
+
+
+def test_a_published_version_keeps_no_export_left_by_a_rolled_back_publish(services):
+    """A publish that wrote its files and was then rolled back gave up its version number: the
+    next version with that number is not served (or downloaded) from those files."""
+    for fmt in ("onnx", "pt2"):
+        services.artifacts.put(export_key("house", 1, fmt), b"another model's export")
+    job, _ = services.store.create_job(BOSTON)
+    assert run_job(job.id, services) == "succeeded"
+    assert services.store.get_version("house", 1)
+    assert not services.artifacts.exists(export_key("house", 1, "onnx"))
+    assert not services.artifacts.exists(export_key("house", 1, "pt2"))
 
 
 def test_a_second_delivery_does_nothing(services):

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from app.core.artifacts import checkpoint_key, dataset_key, weights_key
+from app.core.artifacts import checkpoint_key, dataset_key, export_key, weights_key
 from app.core.datasets import save_upload
 from app.core.services import build_services
 from app.core.settings import Settings
@@ -41,6 +41,7 @@ def services(tmp_path, s3, aws_env):
         artifacts_url=f"s3://{bucket}/ts",
         s3_endpoint_url=s3.endpoint,
         artifacts_retry_seconds=0.5,
+        export_on_publish=False,  # a child process per job: on only where a test looks at it
     )
     services = build_services(settings, upgrade=True)
     services.bucket = bucket
@@ -54,8 +55,10 @@ def objects(s3, bucket):
 
 
 def test_a_job_trains_from_s3_caches_its_dataset_and_leaves_only_its_weights(services, s3):
+    services.settings.export_on_publish = True  # the default: an ONNX export published with it
     job, _ = services.store.create_job(JOB)
     assert run_job(job.id, services, worker="w1") == "succeeded"
+    services.settings.export_on_publish = False
     version = services.store.get_version("house", 1)
     data = services.artifacts.get(weights_key("house", 1))
     assert (
@@ -64,6 +67,7 @@ def test_a_job_trains_from_s3_caches_its_dataset_and_leaves_only_its_weights(ser
     row = services.store.get_dataset("mine")
     assert objects(s3, services.bucket) == [
         f"ts/{dataset_key(row.sha256)}",
+        f"ts/{export_key('house', 1, 'onnx')}",
         f"ts/{weights_key('house', 1)}",
     ]
     assert services.store.checkpoints(job.id) == []

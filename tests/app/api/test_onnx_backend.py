@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.api import exports
 from app.api.main import create_app
+from app.core import exports as core_exports
 from app.core.artifacts import export_key
 from models.export_process import export_in_child
 from models.onnx_predictor import OnnxPredictor
@@ -57,13 +57,13 @@ def tripwire(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def children(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The formats of the exports the API asked a child process for (each one still made)."""
     made: list[str] = []
-    real = exports.export_in_child
+    real = core_exports.export_in_child
 
     def counted(weights: bytes, fmt: str, **kwargs) -> bytes:
         made.append(fmt)
         return real(weights, fmt, **kwargs)
 
-    monkeypatch.setattr(exports, "export_in_child", counted)
+    monkeypatch.setattr(core_exports, "export_in_child", counted)
     return made
 
 

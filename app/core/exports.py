@@ -1,0 +1,74 @@
+"""Exports of a model version (ONNX, torch.export) and which versions are served by ONNX Runtime.
+
+An export is made from the version's weights by a child process (models/export_process.py:
+torch.export and the ONNX exporter change process-wide state, and a child can be timed out) and
+kept in the artifact store next to the weights, where every API process finds it. Workers make
+the ONNX export of a version they publish when the API will serve it with ONNX Runtime
+(`export_on_publish`), so its first predictions do not wait and API hosts never run the
+exporter: it is stored with the weights, before the version can be seen. The API makes any
+other export on first use (app/api/exports.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from app.core.artifacts import export_key
+from app.core.services import Services
+from app.core.settings import Settings
+from models.export import ExportError
+from models.export_process import export_in_child
+
+log = logging.getLogger(__name__)
+
+# Where ONNX Runtime answered at least 1.3x faster than eager PyTorch on the service's 2-core
+# machine, at the batch sizes the batcher makes (bench/backends.py, docs/benchmarks.md).
+ONNX_BY_DEFAULT = frozenset({"mnist_convnet", "house_prices_mlp"})
+
+
+def uses_onnx(settings: Settings, architecture: str) -> bool:
+    """Whether the API serves versions of `architecture` with ONNX Runtime."""
+    if settings.predict_backend == "auto":
+        return architecture in ONNX_BY_DEFAULT
+    return settings.predict_backend == "onnx"
+
+
+def make_export(
+    services: Services, model_name: str, version: int, weights: bytes, fmt: str
+) -> bytes:
+    """Export `weights` (the version's, already verified) in `fmt` in a child process and keep
+    the result in the artifact store. ExportError when the child fails or times out."""
+    started = time.monotonic()
+    data = export_in_child(weights, fmt, timeout_s=services.settings.export_timeout_seconds)
+    services.artifacts.put(export_key(model_name, version, fmt), data)
+    log.info(
+        "exported %s v%d as %s (%d bytes) in %.1f s, in a child process",
+        model_name,
+        version,
+        fmt,
+        len(data),
+        time.monotonic() - started,
+    )
+    return data
+
+
+def serving_exports(settings: Settings, architecture: str, weights: bytes) -> dict[str, bytes]:
+    """What a worker stores with a version it publishes, by format: its ONNX export where the
+    API serves `architecture` with ONNX Runtime (and `export_on_publish` is on), so that the
+    version is answered by it from its first prediction. Empty when not wanted, or when the
+    export fails (logged: the API then makes it on first use); never fails the job."""
+    if not (settings.export_on_publish and uses_onnx(settings, architecture)):
+        return {}
+    started = time.monotonic()
+    try:
+        data = export_in_child(weights, "onnx", timeout_s=settings.export_timeout_seconds)
+    except ExportError as exc:
+        log.warning("no ONNX export made to publish with (%s); the API makes it on first use", exc)
+        return {}
+    log.info(
+        "made the ONNX export (%d bytes) in %.1f s, in a child process",
+        len(data),
+        time.monotonic() - started,
+    )
+    return {"onnx": data}
