@@ -142,12 +142,14 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
         error = f"training failed: {type(exc).__name__}: {exc}"
         return _fail(services, job_id, lease, error, "error", deadline)
 
-    if progress.cancelled:
+    exports = {}
+    if not progress.cancelled:
+        with Heartbeat(store, job_id, lease, settings.heartbeat_seconds):
+            exports = serving_exports(settings, job.architecture, result.weights())
+    if progress.cancelled or (exports and store.heartbeat(job_id, lease)):  # or while exporting
         store.finish(job_id, lease, JobStatus.cancelled)
         status = JobStatus.cancelled
     else:
-        with Heartbeat(store, job_id, lease, settings.heartbeat_seconds):
-            exports = serving_exports(settings, job.architecture, result.weights())
         try:
             version = publish_result(
                 services,

@@ -87,6 +87,21 @@ def test_an_export_that_fails_at_publish_leaves_the_job_to_succeed_without_it(
     assert "no ONNX export made to publish with (the exporter crashed)" in caplog.text
 
 
+def test_a_cancel_while_the_export_is_made_ends_the_job_cancelled(services, monkeypatch):
+    services.settings.export_on_publish = True
+    job, _ = services.store.create_job(BOSTON)
+
+    def cancelled_meanwhile(weights, fmt, **kwargs):
+        services.store.cancel(job.id)
+        return b"an export"
+
+    monkeypatch.setattr(core_exports, "export_in_child", cancelled_meanwhile)
+    assert run_job(job.id, services) == "cancelled"
+    assert services.store.get_job(job.id).model_version is None
+    assert services.store.list_models() == []
+    assert not services.artifacts.exists(export_key("house", 1, "onnx"))
+
+
 def test_a_published_version_keeps_no_export_left_by_a_rolled_back_publish(services):
     """A publish that wrote its files and was then rolled back gave up its version number: the
     next version with that number is not served (or downloaded) from those files."""
