@@ -3,6 +3,7 @@
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -38,6 +39,12 @@ def store(request, tmp_path):
         upgrade(engine)
         yield JobStore(make_session_factory(engine))
         return
+    with postgres_store() as store:
+        yield store
+
+
+@contextmanager
+def postgres_store():
     with postgres_database() as url:
         engine = make_engine(url)
         upgrade(engine)
@@ -132,11 +139,8 @@ def test_cancel_queued_and_running(store):
 def pg_store(monkeypatch):
     """A PostgreSQL store whose sessions idle in a transaction are ended after 1 s."""
     monkeypatch.setattr(db, "PG_IDLE_IN_TRANSACTION_S", 1.0)
-    with postgres_database() as url:
-        engine = make_engine(url)
-        upgrade(engine)
-        yield JobStore(make_session_factory(engine))
-        engine.dispose()
+    with postgres_store() as store:
+        yield store
 
 
 def test_a_worker_frozen_inside_its_transaction_blocks_a_cancel_only_briefly(pg_store):
