@@ -63,7 +63,7 @@ def serving_exports(settings: Settings, architecture: str, weights: bytes) -> di
     started = time.monotonic()
     try:
         data = export_in_child(weights, "onnx", timeout_s=settings.export_timeout_seconds)
-    except ExportError as exc:
+    except (ExportError, OSError) as exc:  # the child failed, or its temporary folder did
         log.warning("no ONNX export made to publish with (%s); the API makes it on first use", exc)
         return {}
     log.info(

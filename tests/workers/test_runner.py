@@ -76,15 +76,19 @@ def test_an_export_that_fails_at_publish_leaves_the_job_to_succeed_without_it(
 ):
     services.settings.export_on_publish = True
 
+    failures = [ExportError("the exporter crashed"), OSError(28, "No space left on device")]
+
     def broken(weights, fmt, **kwargs):
-        raise ExportError("the exporter crashed")
+        raise failures.pop(0)
 
     monkeypatch.setattr(core_exports, "export_in_child", broken)
-    job, _ = services.store.create_job(BOSTON)
-    assert run_job(job.id, services) == "succeeded"
-    assert services.store.get_version("house", 1).sha256
-    assert not services.artifacts.exists(export_key("house", 1, "onnx"))
+    for version in (1, 2):
+        job, _ = services.store.create_job(BOSTON)
+        assert run_job(job.id, services) == "succeeded"
+        assert services.store.get_version("house", version).sha256
+        assert not services.artifacts.exists(export_key("house", version, "onnx"))
     assert "no ONNX export made to publish with (the exporter crashed)" in caplog.text
+    assert "No space left on device" in caplog.text
 
 
 def test_a_cancel_while_the_export_is_made_ends_the_job_cancelled(services, monkeypatch):
