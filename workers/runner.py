@@ -145,7 +145,7 @@ def _run_claimed(job_id: str, lease: int, services: Services) -> str:
     exports = {}
     if not progress.cancelled:
         with Heartbeat(store, job_id, lease, settings.heartbeat_seconds):
-            exports = serving_exports(settings, job.architecture, result.weights())
+            exports = serving_exports(settings, job.architecture, result.weights)
     if progress.cancelled or (exports and store.heartbeat(job_id, lease)):  # or while exporting
         store.finish(job_id, lease, JobStatus.cancelled)
         status = JobStatus.cancelled

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from app.core.artifacts import export_key
 from app.core.services import Services
@@ -39,8 +40,7 @@ def make_export(
 ) -> bytes:
     """Export `weights` (the version's, already verified) in `fmt` in a child process and keep
     the result in the artifact store. ExportError when the child fails or times out."""
-    started = time.monotonic()
-    data = export_in_child(weights, fmt, timeout_s=services.settings.export_timeout_seconds)
+    data, seconds = _export(services.settings, weights, fmt)
     services.artifacts.put(export_key(model_name, version, fmt), data)
     log.info(
         "exported %s v%d as %s (%d bytes) in %.1f s, in a child process",
@@ -48,27 +48,32 @@ def make_export(
         version,
         fmt,
         len(data),
-        time.monotonic() - started,
+        seconds,
     )
     return data
 
 
-def serving_exports(settings: Settings, architecture: str, weights: bytes) -> dict[str, bytes]:
+def serving_exports(
+    settings: Settings, architecture: str, weights: Callable[[], bytes]
+) -> dict[str, bytes]:
     """What a worker stores with a version it publishes, by format: its ONNX export where the
     API serves `architecture` with ONNX Runtime (and `export_on_publish` is on), so that the
-    version is answered by it from its first prediction. Empty when not wanted, or when the
-    export fails (logged: the API then makes it on first use); never fails the job."""
+    version is answered by it from its first prediction (`weights()`: the weights file, made
+    only then). Empty when not wanted, or when the export fails (logged: the API then makes it
+    on first use); never fails the job."""
     if not (settings.export_on_publish and uses_onnx(settings, architecture)):
         return {}
-    started = time.monotonic()
     try:
-        data = export_in_child(weights, "onnx", timeout_s=settings.export_timeout_seconds)
+        data, seconds = _export(settings, weights(), "onnx")
     except (ExportError, OSError) as exc:  # the child failed, or its temporary folder did
         log.warning("no ONNX export made to publish with (%s); the API makes it on first use", exc)
         return {}
-    log.info(
-        "made the ONNX export (%d bytes) in %.1f s, in a child process",
-        len(data),
-        time.monotonic() - started,
-    )
+    log.info("made the ONNX export (%d bytes) in %.1f s, in a child process", len(data), seconds)
     return {"onnx": data}
+
+
+def _export(settings: Settings, weights: bytes, fmt: str) -> tuple[bytes, float]:
+    """The export, made by a child process within the configured time; and the seconds taken."""
+    started = time.monotonic()
+    data = export_in_child(weights, fmt, timeout_s=settings.export_timeout_seconds)
+    return data, time.monotonic() - started
